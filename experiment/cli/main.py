@@ -1,0 +1,34 @@
+"""The `abflow` console script: one Typer app that mounts one sub-app per command group.
+
+Each command module keeps its heavy imports (xgboost, pyflink, duckdb) inside its functions so that `abflow --help`
+stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from experiment.cli import common
+
+app = typer.Typer(
+    name="abflow",
+    help="A/B testing whose decisions are made in an Apache Flink job.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+# Command groups register themselves here, one line each.
+# (data, train, kafka, experiment, stats, report, pipeline, simulate, collect, dashboard)
+
+
+@app.callback()
+def _root(
+    verbose: common.Verbose = False,
+) -> None:
+    """abflow: train the model, run the experiment in Flink, and tell whether the lift is real."""
+    common.configure_logging(verbose)
+
+
+def main() -> None:
+    """Entry point that turns expected failures into one line on stderr and a non-zero exit code."""
+    common.run(app)
