@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from experiment.cli import common
+from experiment.cli import common, data_cmd, report_cmd, stats_cmd, train_cmd
 
 app = typer.Typer(
     name="abflow",
@@ -19,6 +19,10 @@ app = typer.Typer(
 
 # Command groups register themselves here, one line each.
 # (data, train, kafka, experiment, stats, report, pipeline, simulate, collect, dashboard)
+app.command("stats")(stats_cmd.stats)
+app.command("report")(report_cmd.report)
+app.add_typer(data_cmd.app, name="data")
+app.command("train")(train_cmd.train)
 
 
 @app.callback()
