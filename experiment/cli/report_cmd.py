@@ -1,0 +1,57 @@
+"""`abflow report EXPERIMENT`: write a significance report from the results store.
+
+The definition comes from the store's experiments table (the collector fills it from the `experiments` topic),
+so a
+report needs nothing but the store file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from experiment.cli.common import fail
+from experiment.errors import AbflowError, ExperimentError
+
+__all__ = ["report"]
+
+
+def report(
+    experiment: Annotated[str, typer.Argument(help="Experiment id, e.g. cat61-v1.")],
+    fmt: Annotated[str, typer.Option("--format", help="Output format: md, html, json or csv.")] = "md",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="File to write (default: report-<id>.<format>).")
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Only data up to this time: ISO-8601 (a date = its end) or epoch ms."),
+    ] = None,
+    store: Annotated[
+        Path | None, typer.Option("--store", help="Results store file (default: settings).")
+    ] = None,
+    alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.05,
+) -> None:
+    """Write a report: definition, sample sizes, SRM, metrics by method, P(beat), CUPED, verdict."""
+    from experiment.config import load_settings
+    from experiment.report import FORMATS, build_report, write_report
+    from experiment.store import ResultsStore, to_epoch_ms
+
+    try:
+        if fmt not in FORMATS:
+            raise ExperimentError(f"--format must be one of {list(FORMATS)}; got {fmt!r}")
+        if not 0.0 < alpha < 1.0:
+            raise ExperimentError(f"--alpha must lie strictly between 0 and 1; got {alpha}")
+        try:
+            as_of_ms = to_epoch_ms(as_of)
+        except ValueError as error:
+            raise ExperimentError(f"--as-of must be ISO-8601 or epoch ms; got {as_of!r} ({error})") from error
+        path = store or load_settings().store_path
+        with ResultsStore(path, read_only=True) as results:
+            model = build_report(results, experiment, as_of=as_of_ms, alpha=alpha)
+        target = write_report(model, fmt, out or Path(f"report-{experiment}.{fmt}"))
+    except AbflowError as error:
+        fail(error)
+    verdict = model["verdict"]
+    typer.echo(f"{target}: {verdict['decision']}{' ' + verdict['arm'] if verdict['arm'] else ''}")

@@ -1,0 +1,579 @@
+"""The results store: a DuckDB file that the collector fills from Kafka and the reports and dashboard read.
+
+Why it looks like this:
+- **Replays never double count.** Raw records are stored keyed by their source event id (assignments by
+  (experiment_id, event_id), attributed outcomes by (experiment_id, outcome_event_id), dead letters by
+  (source_topic, partition, offset)) and inserted with `INSERT OR IGNORE`, so re-reading a topic from offset 0
+  changes
+  nothing.
+- **First exposure wins.** The per-customer view takes the variant and the pre-period covariate of the
+customer's
+  earliest assignment (min event_ts, ties broken by event_id), whatever order the records arrived in.
+- **Derived, not maintained.** The customers view and the sufficient statistics are computed from the raw rows
+at
+  query time, optionally `as_of` a time, so an as-of report is reproducible and there is no counter to
+  corrupt.
+- **Exact sums.** Revenue is kept in integer cents, so the statistics are integer sums: identical whatever
+DuckDB's
+  parallel aggregation order (byte-identical reports).
+
+Times are epoch milliseconds (UTC); days are UTC calendar days. The connection is acquired in `open()`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from experiment.errors import DataValidationError, InfraError
+from experiment.stats.sufficient import VariantStats, to_cents
+
+__all__ = ["ResultsStore", "to_epoch_ms"]
+
+log = logging.getLogger(__name__)
+
+_MS_PER_DAY = 86_400_000
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS experiments (
+        id VARCHAR PRIMARY KEY, version BIGINT NOT NULL, updated_ts BIGINT, definition VARCHAR NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS assignments (
+        experiment_id VARCHAR NOT NULL, event_id VARCHAR NOT NULL, experiment_version BIGINT,
+        customer_id VARCHAR NOT NULL, variant VARCHAR NOT NULL, score DOUBLE, decision VARCHAR,
+        model_version VARCHAR, first_exposure BOOLEAN, event_ts BIGINT NOT NULL, decided_ts BIGINT,
+        pre_period_purchases BIGINT NOT NULL, PRIMARY KEY (experiment_id, event_id))""",
+    """CREATE TABLE IF NOT EXISTS outcomes (
+        experiment_id VARCHAR NOT NULL, outcome_event_id VARCHAR NOT NULL, customer_id VARCHAR NOT NULL,
+        variant VARCHAR, ts BIGINT NOT NULL, converted BOOLEAN NOT NULL, revenue_cents BIGINT NOT NULL,
+        seconds_since_exposure DOUBLE, PRIMARY KEY (experiment_id, outcome_event_id))""",
+    """CREATE TABLE IF NOT EXISTS dead_letters (
+        source_topic VARCHAR NOT NULL, kafka_partition BIGINT NOT NULL, kafka_offset BIGINT NOT NULL,
+        raw VARCHAR, raw_encoding VARCHAR, error VARCHAR,
+        PRIMARY KEY (source_topic, kafka_partition, kafka_offset))""",
+)
+
+_ASSIGNMENT_COLUMNS = (
+    "experiment_id",
+    "event_id",
+    "experiment_version",
+    "customer_id",
+    "variant",
+    "score",
+    "decision",
+    "model_version",
+    "first_exposure",
+    "event_ts",
+    "decided_ts",
+    "pre_period_purchases",
+)
+_OUTCOME_COLUMNS = (
+    "experiment_id",
+    "outcome_event_id",
+    "customer_id",
+    "variant",
+    "ts",
+    "converted",
+    "revenue_cents",
+    "seconds_since_exposure",
+)
+_DEAD_COLUMNS = ("source_topic", "kafka_partition", "kafka_offset", "raw", "raw_encoding", "error")
+
+# One row per customer (first exposure wins) with what they did up to $as_of. Parameters: $exp, $as_of.
+_CUSTOMERS_SQL = """
+WITH first AS (
+    SELECT experiment_id, customer_id, variant, event_ts AS first_exposure_ts, pre_period_purchases
+    FROM assignments
+    WHERE experiment_id = $exp AND event_ts <= $as_of
+    QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY event_ts, event_id) = 1
+), outcome_sums AS (
+    SELECT f.customer_id, bool_or(o.converted) AS converted, sum(o.revenue_cents) AS revenue_cents
+    FROM first f JOIN outcomes o
+      ON o.experiment_id = f.experiment_id AND o.customer_id = f.customer_id
+     AND o.ts >= f.first_exposure_ts AND o.ts <= $as_of
+    GROUP BY f.customer_id
+)
+SELECT f.experiment_id, f.customer_id, f.variant, f.first_exposure_ts,
+       coalesce(s.converted, false) AS converted,
+       coalesce(s.revenue_cents, 0)::HUGEINT AS revenue_cents,
+       f.pre_period_purchases::HUGEINT AS pre_period_purchases
+FROM first f LEFT JOIN outcome_sums s USING (customer_id)
+"""
+
+_STATS_SELECT = """
+    count(*)::HUGEINT AS users,
+    coalesce(sum(converted::INTEGER), 0)::HUGEINT AS conversions,
+    coalesce(sum(revenue_cents), 0)::HUGEINT AS r_sum,
+    coalesce(sum(revenue_cents * revenue_cents), 0)::HUGEINT AS r_sq,
+    coalesce(sum(pre_period_purchases), 0)::HUGEINT AS x_sum,
+    coalesce(sum(pre_period_purchases * pre_period_purchases), 0)::HUGEINT AS x_sq,
+    coalesce(sum(pre_period_purchases * revenue_cents), 0)::HUGEINT AS xr,
+    coalesce(sum(pre_period_purchases * converted::INTEGER), 0)::HUGEINT AS xc
+"""
+
+# Daily increments, exact: a customer joins on their first-exposure day; on each later day with outcomes their
+# cumulative revenue r goes from r_prev to r_new, adding r_new − r_prev to Σr and r_new² − r_prev² to Σr².
+_DAILY_JOIN_SQL = f"""
+WITH customers AS ({_CUSTOMERS_SQL})
+SELECT variant, first_exposure_ts // {_MS_PER_DAY} AS day,
+       count(*)::HUGEINT, coalesce(sum(pre_period_purchases), 0)::HUGEINT,
+       coalesce(sum(pre_period_purchases * pre_period_purchases), 0)::HUGEINT
+FROM customers GROUP BY ALL ORDER BY ALL
+"""
+
+_DAILY_OUTCOME_SQL = f"""
+WITH customers AS ({_CUSTOMERS_SQL}),
+per_day AS (
+    SELECT c.variant, c.customer_id, c.pre_period_purchases AS x, o.ts // {_MS_PER_DAY} AS day,
+           sum(o.revenue_cents)::HUGEINT AS rc, bool_or(o.converted) AS conv
+    FROM customers c JOIN outcomes o
+      ON o.experiment_id = $exp AND o.customer_id = c.customer_id
+     AND o.ts >= c.first_exposure_ts AND o.ts <= $as_of
+    GROUP BY ALL
+), cumulative AS (
+    SELECT *, sum(rc) OVER w AS r_new,
+           coalesce(bool_or(conv) OVER (PARTITION BY customer_id ORDER BY day
+                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), false) AS conv_before
+    FROM per_day WINDOW w AS (PARTITION BY customer_id ORDER BY day ROWS UNBOUNDED PRECEDING)
+)
+SELECT variant, day,
+       coalesce(sum(CASE WHEN conv AND NOT conv_before THEN 1 ELSE 0 END), 0)::HUGEINT AS new_conversions,
+       coalesce(sum(rc), 0)::HUGEINT,
+       coalesce(sum(r_new * r_new - (r_new - rc) * (r_new - rc)), 0)::HUGEINT,
+       coalesce(sum(x * rc), 0)::HUGEINT,
+       coalesce(sum(CASE WHEN conv AND NOT conv_before THEN x ELSE 0 END), 0)::HUGEINT
+FROM cumulative GROUP BY ALL ORDER BY ALL
+"""
+
+_FAR_FUTURE_MS = 2**62
+
+
+def to_epoch_ms(value: int | float | dt.datetime | dt.date | str | None) -> int | None:
+    """Normalise an as-of time to epoch milliseconds (UTC).
+
+    Accepts epoch ms, a datetime (naive = UTC), a date (its end: 23:59:59.999 UTC) or an ISO-8601 string (a
+    bare
+    date means the end of that day).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise TypeError(f"as_of must be a time, got {value!r}")
+    if isinstance(value, int | float):
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").isdigit():
+            return int(text)
+        if len(text) == 10:
+            return to_epoch_ms(dt.date.fromisoformat(text))
+        return to_epoch_ms(dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
+    if isinstance(value, dt.datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        return round(aware.timestamp() * 1000)
+    if isinstance(value, dt.date):
+        start = dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+        return int(start.timestamp() * 1000) + _MS_PER_DAY - 1
+    raise TypeError(
+        f"as_of must be epoch ms, a datetime, a date or an ISO string; got {type(value).__name__}"
+    )
+
+
+def _require(rec: Mapping[str, Any], kind: str, names: Iterable[str]) -> None:
+    missing = [n for n in names if rec.get(n) is None]
+    if missing:
+        ident = rec.get("event_id") or rec.get("outcome_event_id") or "?"
+        raise DataValidationError(
+            f"{kind} record {ident!r} lacks required field(s) {missing}; got keys {sorted(rec)}"
+        )
+
+
+def _assignment_row(rec: Mapping[str, Any]) -> tuple[Any, ...]:
+    _require(rec, "assignments", ("event_id", "experiment_id", "customer_id", "variant", "event_ts"))
+    pre = rec.get("pre_period_purchases", 0)
+    if isinstance(pre, bool) or not isinstance(pre, int) or pre < 0:
+        raise DataValidationError(
+            f"assignments record {rec['event_id']!r}: pre_period_purchases must be an int >= 0, got {pre!r}"
+        )
+    score = rec.get("score")
+    return (
+        str(rec["experiment_id"]),
+        str(rec["event_id"]),
+        rec.get("experiment_version"),
+        str(rec["customer_id"]),
+        str(rec["variant"]),
+        None if score is None else float(score),
+        rec.get("decision"),
+        rec.get("model_version"),
+        rec.get("first_exposure"),
+        int(rec["event_ts"]),
+        rec.get("decided_ts"),
+        pre,
+    )
+
+
+def _outcome_row(rec: Mapping[str, Any]) -> tuple[Any, ...]:
+    _require(rec, "attributed-outcomes", ("outcome_event_id", "experiment_id", "customer_id", "ts"))
+    revenue = rec.get("revenue") or 0.0
+    if not isinstance(revenue, int | float) or not math.isfinite(revenue):
+        raise DataValidationError(
+            f"attributed-outcomes record {rec['outcome_event_id']!r}: revenue must be a finite number, "
+            f"got {revenue!r}"
+        )
+    converted = rec.get("converted", True)
+    return (
+        str(rec["experiment_id"]),
+        str(rec["outcome_event_id"]),
+        str(rec["customer_id"]),
+        rec.get("variant"),
+        int(rec["ts"]),
+        bool(converted),
+        to_cents(float(revenue)),
+        rec.get("seconds_since_exposure"),
+    )
+
+
+def _dead_row(rec: Mapping[str, Any]) -> tuple[Any, ...]:
+    _require(rec, "dead-letter", ("source_topic", "partition", "offset"))
+    return (
+        str(rec["source_topic"]),
+        int(rec["partition"]),
+        int(rec["offset"]),
+        rec.get("raw"),
+        rec.get("raw_encoding"),
+        rec.get("error"),
+    )
+
+
+def _experiment_row(defn_json: str) -> tuple[Any, ...]:
+    try:
+        defn = json.loads(defn_json)
+    except (TypeError, json.JSONDecodeError) as error:
+        raise DataValidationError(f"experiment definition is not valid JSON: {error}") from error
+    if not isinstance(defn, dict) or not defn.get("id") or not isinstance(defn.get("version"), int):
+        raise DataValidationError(
+            f"experiment definition needs a string 'id' and an int 'version'; got {str(defn_json)[:200]!r}"
+        )
+    return (str(defn["id"]), int(defn["version"]), defn.get("updated_ts"), defn_json)
+
+
+class ResultsStore:
+    """DuckDB-backed results store (CONTRACTS.md §3). Use as a context manager or call `open()`/`close()`."""
+
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self._con: Any = None
+
+    # -- lifecycle
+    # ----------------------------------------------------------------------------------------------
+
+    def open(self) -> ResultsStore:
+        """Connect (creating the file and schema unless read-only)."""
+        import duckdb
+
+        if self._con is not None:
+            return self
+        if self.read_only and not self.path.exists():
+            raise InfraError(f"results store {self.path} does not exist")
+        if not self.read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = duckdb.connect(str(self.path), read_only=self.read_only)
+        except duckdb.Error as error:
+            raise InfraError(f"cannot open results store {self.path}: {error}") from error
+        if not self.read_only:
+            for statement in _SCHEMA:
+                self._con.execute(statement)
+        log.debug("store opened path=%s read_only=%s", self.path, self.read_only)
+        return self
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def __enter__(self) -> ResultsStore:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def con(self) -> Any:
+        """The live DuckDB connection; raises if the store is not open."""
+        if self._con is None:
+            raise InfraError(
+                f"results store {self.path} is not open; use `with ResultsStore(path) as store:`"
+            )
+        return self._con
+
+    # -- writes
+    # -------------------------------------------------------------------------------------------------
+
+    def record_assignment(self, rec: Mapping[str, Any]) -> None:
+        """Store one `assignments` record (idempotent by (experiment_id, event_id))."""
+        self.record_batch(assignments=[rec])
+
+    def record_outcome(self, rec: Mapping[str, Any]) -> None:
+        """Store one `attributed-outcomes` record (idempotent by (experiment_id, outcome_event_id))."""
+        self.record_batch(outcomes=[rec])
+
+    def record_dead_letter(self, rec: Mapping[str, Any]) -> None:
+        """Store one `dead-letter` record (idempotent by source_topic/partition/offset)."""
+        self.record_batch(dead_letters=[rec])
+
+    def record_experiment(self, defn_json: str) -> None:
+        """Keep the definition with the highest version per experiment id."""
+        self.record_batch(experiments=[defn_json])
+
+    def record_batch(
+        self,
+        *,
+        assignments: Sequence[Mapping[str, Any]] = (),
+        outcomes: Sequence[Mapping[str, Any]] = (),
+        dead_letters: Sequence[Mapping[str, Any]] = (),
+        experiments: Sequence[str] = (),
+    ) -> None:
+        """Write many records in ONE transaction (the collector's path: thousands of records per second).
+
+        Every record is validated before anything is written; an invalid record raises `DataValidationError`
+        naming it and the whole batch is left unwritten (the caller dead-letters or skips it and retries).
+        """
+        rows_a = [_assignment_row(r) for r in assignments]
+        rows_o = [_outcome_row(r) for r in outcomes]
+        rows_d = [_dead_row(r) for r in dead_letters]
+        rows_e = [_experiment_row(d) for d in experiments]
+        if not (rows_a or rows_o or rows_d or rows_e):
+            return
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            self._insert("assignments", _ASSIGNMENT_COLUMNS, rows_a)
+            self._insert("outcomes", _OUTCOME_COLUMNS, rows_o)
+            self._insert("dead_letters", _DEAD_COLUMNS, rows_d)
+            for row in rows_e:
+                con.execute(
+                    "INSERT INTO experiments VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                    "version = excluded.version, updated_ts = excluded.updated_ts, "
+                    "definition = excluded.definition "
+                    "WHERE excluded.version > experiments.version",
+                    list(row),
+                )
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        log.debug(
+            "batch stored assignments=%d outcomes=%d dead_letters=%d experiments=%d",
+            len(rows_a),
+            len(rows_o),
+            len(rows_d),
+            len(rows_e),
+        )
+
+    def _insert(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        import pyarrow as pa
+
+        arrays = list(zip(*rows, strict=True))
+        data = pa.table({name: list(values) for name, values in zip(columns, arrays, strict=True)})
+        self.con.register("_abflow_batch", data)
+        try:
+            self.con.execute(
+                f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) "
+                f"SELECT {', '.join(columns)} FROM _abflow_batch"
+            )
+        finally:
+            self.con.unregister("_abflow_batch")
+
+    # -- reads
+    # --------------------------------------------------------------------------------------------------
+
+    def experiments(self) -> list[dict[str, Any]]:
+        """The latest definition of every experiment, parsed, sorted by id."""
+        rows = self.con.execute("SELECT definition FROM experiments ORDER BY id").fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def definition_json(self, experiment_id: str) -> str | None:
+        """The latest definition JSON of one experiment as recorded, or None."""
+        row = self.con.execute("SELECT definition FROM experiments WHERE id = ?", [experiment_id]).fetchone()
+        return None if row is None else row[0]
+
+    def experiment(self, experiment_id: str) -> dict[str, Any] | None:
+        """The latest definition of one experiment, parsed, or None."""
+        text = self.definition_json(experiment_id)
+        return None if text is None else json.loads(text)
+
+    def _variant_names(self, experiment_id: str) -> list[str]:
+        defn = self.experiment(experiment_id)
+        if not defn:
+            return []
+        return [str(v["name"]) for v in defn.get("variants", []) if isinstance(v, dict) and "name" in v]
+
+    def customers(self, experiment_id: str, as_of: Any = None) -> list[dict[str, Any]]:
+        """The per-customer view (first exposure wins), sorted by customer_id; revenue in currency units."""
+        params = {"exp": experiment_id, "as_of": self._as_of(as_of)}
+        rows = self.con.execute(f"{_CUSTOMERS_SQL} ORDER BY customer_id", params).fetchall()
+        return [
+            {
+                "experiment_id": r[0],
+                "customer_id": r[1],
+                "variant": r[2],
+                "first_exposure_ts": r[3],
+                "converted": bool(r[4]),
+                "revenue": int(r[5]) / 100,
+                "pre_period_purchases": int(r[6]),
+            }
+            for r in rows
+        ]
+
+    def variant_stats(self, experiment_id: str, as_of: Any = None) -> dict[str, VariantStats]:
+        """Sufficient statistics per variant from the customers view (definition's variants zero-filled)."""
+        params = {"exp": experiment_id, "as_of": self._as_of(as_of)}
+        sql = (
+            f"WITH customers AS ({_CUSTOMERS_SQL}) "
+            f"SELECT variant, {_STATS_SELECT} FROM customers GROUP BY variant"
+        )
+        result = dict.fromkeys(self._variant_names(experiment_id), VariantStats())
+        for row in self.con.execute(sql, params).fetchall():
+            result[row[0]] = VariantStats(*(int(v) for v in row[1:]))
+        return dict(sorted(result.items()))
+
+    def daily_stats(
+        self, experiment_id: str, as_of: Any = None
+    ) -> list[tuple[dt.date, dict[str, VariantStats]]]:
+        """Cumulative statistics per variant at the end of each UTC day.
+
+        Days run from the first exposure to the last day with data (or the as-of day). The last entry equals
+        `variant_stats(experiment_id, as_of)`.
+        """
+        as_of_ms = self._as_of(as_of)
+        params = {"exp": experiment_id, "as_of": as_of_ms}
+        # Increments are plain 8-tuples of ints: a day's increment alone need not satisfy VariantStats'
+        # invariants
+        # (a customer exposed yesterday may convert today), only the running totals do.
+        increments: dict[int, dict[str, list[int]]] = {}
+
+        def add(day: int, variant: str, values: tuple[int, ...]) -> None:
+            slot = increments.setdefault(day, {}).setdefault(variant, [0] * 8)
+            for k, v in enumerate(values):
+                slot[k] += int(v)
+
+        for variant, day, users, x_sum, x_sq in self.con.execute(_DAILY_JOIN_SQL, params).fetchall():
+            add(int(day), variant, (users, 0, 0, 0, x_sum, x_sq, 0, 0))
+        for variant, day, conv, r_sum, r_sq, xr, xc in self.con.execute(
+            _DAILY_OUTCOME_SQL, params
+        ).fetchall():
+            add(int(day), variant, (0, conv, r_sum, r_sq, 0, 0, xr, xc))
+        if not increments:
+            return []
+        first_day = min(increments)
+        last_day = max(increments)
+        if as_of is not None and as_of_ms < _FAR_FUTURE_MS:
+            last_day = max(last_day, as_of_ms // _MS_PER_DAY)
+        running: dict[str, list[int]] = {name: [0] * 8 for name in self._variant_names(experiment_id)}
+        series: list[tuple[dt.date, dict[str, VariantStats]]] = []
+        epoch = dt.date(1970, 1, 1)
+        for day in range(first_day, last_day + 1):
+            for variant, values in increments.get(day, {}).items():
+                slot = running.setdefault(variant, [0] * 8)
+                for k, v in enumerate(values):
+                    slot[k] += v
+            snapshot = {name: VariantStats(*values) for name, values in sorted(running.items())}
+            series.append((epoch + dt.timedelta(days=day), snapshot))
+        return series
+
+    def funnel(self, experiment_id: str) -> dict[str, dict[str, int]]:
+        """Per variant: decisions recorded, customers exposed, customers scored, customers shown, conversions."""
+        sql = f"""
+            WITH customers AS ({_CUSTOMERS_SQL}),
+            decisions AS (
+                SELECT variant, count(*) AS decisions,
+                       count(DISTINCT CASE WHEN decision = 'show' THEN customer_id END) AS shown,
+                       count(DISTINCT CASE WHEN score IS NOT NULL THEN customer_id END) AS scored
+                FROM assignments WHERE experiment_id = $exp GROUP BY variant)
+            SELECT c.variant, coalesce(any_value(d.decisions), 0), count(*), coalesce(any_value(d.shown), 0),
+                   sum(c.converted::INTEGER), coalesce(any_value(d.scored), 0)
+            FROM customers c LEFT JOIN decisions d USING (variant)
+            GROUP BY c.variant ORDER BY c.variant
+        """
+        rows = self.con.execute(sql, {"exp": experiment_id, "as_of": _FAR_FUTURE_MS}).fetchall()
+        return {
+            r[0]: {
+                "decisions": int(r[1]),
+                "customers": int(r[2]),
+                "scored": int(r[5]),
+                "shown": int(r[3]),
+                "converted": int(r[4]),
+            }
+            for r in rows
+        }
+
+    def score_histogram(self, experiment_id: str, bins: int = 20) -> list[tuple[float, float, int]]:
+        """Counts of model scores (non-null, i.e. treatment decisions) in `bins` equal bins over [0, 1]."""
+        if bins < 1:
+            raise ValueError(f"bins must be >= 1, got {bins}")
+        rows = self.con.execute(
+            "SELECT least(floor(score * $bins)::BIGINT, $bins - 1) AS b, count(*) FROM assignments "
+            "WHERE experiment_id = $exp AND score IS NOT NULL GROUP BY b ORDER BY b",
+            {"exp": experiment_id, "bins": bins},
+        ).fetchall()
+        counts = {int(b): int(n) for b, n in rows}
+        return [(i / bins, (i + 1) / bins, counts.get(i, 0)) for i in range(bins)]
+
+    def dead_letter_counts(self) -> dict[str, int]:
+        """Dead-lettered records per source topic."""
+        rows = self.con.execute(
+            "SELECT source_topic, count(*) FROM dead_letters GROUP BY source_topic ORDER BY source_topic"
+        ).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The most recent dead letters (highest offsets first), for inspection."""
+        rows = self.con.execute(
+            f"SELECT {', '.join(_DEAD_COLUMNS)} FROM dead_letters ORDER BY source_topic, kafka_partition, "
+            "kafka_offset DESC LIMIT ?",
+            [limit],
+        ).fetchall()
+        return [
+            {
+                "source_topic": r[0],
+                "partition": r[1],
+                "offset": r[2],
+                "raw": r[3],
+                "raw_encoding": r[4],
+                "error": r[5],
+            }
+            for r in rows
+        ]
+
+    def last_event_ts(self, experiment_id: str, as_of: Any = None) -> int | None:
+        """The latest assignment or outcome time (epoch ms) of an experiment up to `as_of`, or None."""
+        row = self.con.execute(
+            "SELECT greatest("
+            "(SELECT max(event_ts) FROM assignments WHERE experiment_id = $exp AND event_ts <= $as_of), "
+            "(SELECT max(ts) FROM outcomes WHERE experiment_id = $exp AND ts <= $as_of))",
+            {"exp": experiment_id, "as_of": self._as_of(as_of)},
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def version(self) -> int:
+        """A cheap number that grows whenever data changes (rows are never deleted; versions only grow)."""
+        row = self.con.execute(
+            "SELECT (SELECT count(*) FROM assignments) + (SELECT count(*) FROM outcomes) "
+            "+ (SELECT count(*) FROM dead_letters) + (SELECT coalesce(sum(version), 0) FROM experiments) "
+            "+ (SELECT count(*) FROM experiments)"
+        ).fetchone()
+        return int(row[0])
+
+    @staticmethod
+    def _as_of(as_of: Any) -> int:
+        ms = to_epoch_ms(as_of)
+        return _FAR_FUTURE_MS if ms is None else ms

@@ -1,0 +1,136 @@
+"""``model.json``, the model card: what was trained, on which data, and whether its PMML passed parity.
+
+Why a card: the Flink job only sees the PMML file; the card ties that file (by sha256, the
+``model_version``) to its features, threshold, metrics and parity result. Launching an experiment calls
+`load_verified_model_card`, which refuses a model whose parity failed or whose PMML bytes differ from the
+ones the card describes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from experiment.errors import ModelError
+
+__all__ = [
+    "MODEL_CARD_NAME",
+    "ModelCard",
+    "ParitySummary",
+    "load_model_card",
+    "load_verified_model_card",
+    "sha256_file",
+]
+
+MODEL_CARD_NAME = "model.json"
+
+
+def sha256_file(path: Path | str) -> str:
+    """Hex sha256 of a file's bytes (streamed), the model version of a PMML file."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ParitySummary:
+    """The parity block of model.json (see `training.parity.ParityResult`)."""
+
+    max_abs_diff: float
+    flips: int
+    n: int
+    passed: bool
+    tolerance: float
+    threshold: float
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """model.json as a frozen object. ``pmml_path`` is resolved against the card's directory."""
+
+    path: Path
+    model_version: str
+    pmml_path: Path
+    features: tuple[str, ...]
+    threshold: float
+    best_params: dict[str, Any]
+    cv_score: float
+    metrics: dict[str, Any]
+    data_fingerprint: str
+    parity: ParitySummary
+    raw: dict[str, Any]
+
+    def verify(self) -> None:
+        """Raise `ModelError` unless parity passed and the PMML's sha256 equals ``model_version``."""
+        if not self.parity.passed:
+            raise ModelError(
+                f"{self.path}: the PMML failed the parity gate (max |dP| = {self.parity.max_abs_diff:.3g}, "
+                f"{self.parity.flips} flips on {self.parity.n} rows); retrain before using it."
+            )
+        if not self.pmml_path.is_file():
+            raise ModelError(f"{self.path}: PMML file {self.pmml_path} not found.")
+        actual = sha256_file(self.pmml_path)
+        if actual != self.model_version:
+            raise ModelError(
+                f"{self.pmml_path}: sha256 is {actual}, but {self.path} says model_version "
+                f"{self.model_version}; the PMML was changed after training."
+            )
+
+
+def _field(data: dict[str, Any], key: str, path: Path) -> Any:
+    if key not in data:
+        raise ModelError(f"{path}: required key '{key}' is missing.")
+    return data[key]
+
+
+def load_model_card(path: Path | str) -> ModelCard:
+    """Read model.json (or the directory holding it) into a `ModelCard`; does not check the PMML."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_CARD_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise ModelError(f"{path}: model card not found (run `abflow train` first).") from error
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelError(f"{path}: not a readable model card ({error}).") from error
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: expected a JSON object. Got {type(data).__name__}.")
+    parity = _field(data, "parity", path)
+    try:
+        summary = ParitySummary(
+            max_abs_diff=float(parity["max_abs_diff"]),
+            flips=int(parity["flips"]),
+            n=int(parity["n"]),
+            passed=bool(parity["passed"]),
+            tolerance=float(parity["tolerance"]),
+            threshold=float(parity["threshold"]),
+        )
+        card = ModelCard(
+            path=path,
+            model_version=str(_field(data, "model_version", path)),
+            pmml_path=(path.parent / str(_field(data, "pmml_file", path))),
+            features=tuple(str(f) for f in _field(data, "features", path)),
+            threshold=float(_field(data, "threshold", path)),
+            best_params=dict(_field(data, "best_params", path)),
+            cv_score=float(_field(data, "cv", path)["best_score"]),
+            metrics=dict(_field(data, "metrics", path)),
+            data_fingerprint=str(_field(data, "data", path)["fingerprint"]),
+            parity=summary,
+            raw=data,
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelError(f"{path}: malformed model card ({type(error).__name__}: {error}).") from error
+    return card
+
+
+def load_verified_model_card(path: Path | str) -> ModelCard:
+    """`load_model_card` then `ModelCard.verify`: the one call a launcher needs."""
+    card = load_model_card(path)
+    card.verify()
+    return card
