@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import typer
 
-from experiment.cli import common, data_cmd, report_cmd, stats_cmd, train_cmd
+from experiment.cli import (
+    common,
+    data_cmd,
+    experiment_cmd,
+    kafka_cmd,
+    report_cmd,
+    stats_cmd,
+    train_cmd,
+)
 
 app = typer.Typer(
     name="abflow",
@@ -23,6 +31,8 @@ app.command("stats")(stats_cmd.stats)
 app.command("report")(report_cmd.report)
 app.add_typer(data_cmd.app, name="data")
 app.command("train")(train_cmd.train)
+app.add_typer(kafka_cmd.app, name="kafka")
+app.add_typer(experiment_cmd.app, name="experiment")
 
 
 @app.callback()

@@ -1,0 +1,245 @@
+"""`abflow experiment create|launch|pause|resume|stop|list|show|set-traffic`: the control plane from the shell.
+
+Every command reads the compacted `experiments` topic (the only source of truth) and every change publishes the whole
+next version to it; nothing is kept locally.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from experiment.cli.common import fail
+from experiment.cli.kafka_cmd import BootstrapServers, TopicPrefix, cli_settings
+from experiment.config import KafkaSettings
+from experiment.definition import DEFAULT_ATTRIBUTION_WINDOW_S, Action, ExperimentDefinition, ModelRef
+from experiment.errors import AbflowError, ExperimentError, ModelError
+
+__all__ = ["app", "parse_duration", "parse_variants"]
+
+app = typer.Typer(
+    help="Create and steer experiments (published to the Kafka `experiments` topic).", no_args_is_help=True
+)
+
+ExperimentId = Annotated[str, typer.Argument(help="Experiment id.", show_default=False)]
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_variants(text: str) -> list[tuple[str, float]]:
+    """`"control:0.5,treatment:0.5"` → `[("control", 0.5), ("treatment", 0.5)]` (control first)."""
+    variants = []
+    for part in text.split(","):
+        name, sep, weight = part.partition(":")
+        try:
+            variants.append((name.strip(), float(weight)))
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ExperimentError(f"--variants must look like 'control:0.5,treatment:0.5'. Got {text!r}.")
+    return variants
+
+
+def parse_duration(text: str) -> int:
+    """`"604800"`, `"3600s"`, `"30m"`, `"12h"`, `"7d"`, `"1w"` → seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ExperimentError(f"--attribution-window must be seconds or a number with s, m, h, d or w. Got {text!r}.")
+    return int(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _kafka(bootstrap_servers: str | None, topic_prefix: str | None) -> KafkaSettings:
+    return cli_settings(bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix).kafka
+
+
+def _verify_model(definition: ExperimentDefinition) -> None:
+    """Launch gate: the card next to the PMML must have passed parity and still describe the same PMML bytes."""
+    from training.model_card import load_verified_model_card, sha256_file
+
+    pmml = Path(definition.model.pmml_path)
+    card = load_verified_model_card(pmml.parent)
+    if card.model_version != definition.model.model_version:
+        raise ModelError(
+            f"Experiment '{definition.id}' was created with model_version {definition.model.model_version}, but "
+            f"{card.path} now describes {card.model_version}; create a new experiment for the new model."
+        )
+    if card.pmml_path.resolve() != pmml.resolve():
+        if not pmml.is_file():
+            raise ModelError(f"{pmml}: the PMML of experiment '{definition.id}' does not exist.")
+        if sha256_file(pmml) != definition.model.model_version:
+            raise ModelError(f"{pmml}: sha256 differs from model_version {definition.model.model_version}.")
+
+
+def _describe(definition: ExperimentDefinition) -> str:
+    split = ", ".join(f"{name} {weight:g}" for name, weight in definition.weights())
+    return (
+        f"{definition.id} version {definition.version} {definition.status} "
+        f"(traffic {definition.traffic:g}; {split}; category {definition.category}; threshold {definition.threshold:g})"
+    )
+
+
+@app.command()
+def create(
+    experiment_id: Annotated[str, typer.Option("--id", help="Slug that names the experiment.", show_default=False)],
+    name: Annotated[str, typer.Option("--name", help="Human title.", show_default=False)],
+    hypothesis: Annotated[str, typer.Option("--hypothesis", help="What should happen and why.", show_default=False)],
+    owner: Annotated[str, typer.Option("--owner", help="Who answers for it.", show_default=False)],
+    category: Annotated[str, typer.Option("--category", help="Category shown to treated customers, e.g. cat61.")],
+    model: Annotated[Path, typer.Option("--model", help="Model directory holding model.json and the PMML.")],
+    threshold: Annotated[
+        float | None, typer.Option("--threshold", help="Show when P(show) >= this (default: the model card's).")
+    ] = None,
+    traffic: Annotated[float, typer.Option("--traffic", help="Fraction of customers in the experiment, (0, 1].")] = 1.0,
+    variants: Annotated[
+        str, typer.Option("--variants", help="name:weight,... with the control first; weights sum to 1.")
+    ] = "control:0.5,treatment:0.5",
+    attribution_window: Annotated[
+        str, typer.Option("--attribution-window", help="How long after first exposure an outcome counts (7d, 12h, s).")
+    ] = f"{DEFAULT_ATTRIBUTION_WINDOW_S // 86400}d",
+    planned_sample_size: Annotated[
+        int | None, typer.Option("--planned-sample-size", help="Customers per variant you plan to collect.")
+    ] = None,
+    mde: Annotated[float | None, typer.Option("--mde", help="Minimum detectable effect (absolute).")] = None,
+    salt: Annotated[str | None, typer.Option("--salt", help="Assignment salt (default: the id).")] = None,
+    bootstrap_servers: BootstrapServers = None,
+    topic_prefix: TopicPrefix = None,
+) -> None:
+    """Create an experiment in draft (version 1) from a trained model; refuses an existing id."""
+    from experiment import control_plane
+    from training.model_card import load_model_card
+
+    try:
+        card = load_model_card(model)
+        definition = ExperimentDefinition.new(
+            id=experiment_id,
+            name=name,
+            hypothesis=hypothesis,
+            owner=owner,
+            category=category,
+            model=ModelRef(str(card.pmml_path.resolve()), card.model_version, card.features),
+            threshold=card.threshold if threshold is None else threshold,
+            now_ms=_now_ms(),
+            salt=salt,
+            traffic=traffic,
+            variants=parse_variants(variants),
+            attribution_window_s=parse_duration(attribution_window),
+            planned_sample_size=planned_sample_size,
+            mde=mde,
+        )
+        control_plane.create(_kafka(bootstrap_servers, topic_prefix), definition)
+    except AbflowError as error:
+        fail(error)
+    typer.echo(f"created {_describe(definition)}")
+
+
+def _act(
+    action: Action, past: str, experiment_id: str, bootstrap_servers: str | None, topic_prefix: str | None
+) -> None:
+    from experiment import control_plane
+
+    try:
+        kafka = _kafka(bootstrap_servers, topic_prefix)
+        if action == "launch":
+            _verify_model(control_plane.get(kafka, experiment_id))
+        definition = control_plane.apply_action(kafka, experiment_id, action, now_ms=_now_ms())
+    except AbflowError as error:
+        fail(error)
+    typer.echo(f"{past} {_describe(definition)}")
+
+
+@app.command()
+def launch(
+    experiment_id: ExperimentId, bootstrap_servers: BootstrapServers = None, topic_prefix: TopicPrefix = None
+) -> None:
+    """Start assigning customers (draft → running); refuses a model that failed parity or was changed."""
+    _act("launch", "launched", experiment_id, bootstrap_servers, topic_prefix)
+
+
+@app.command()
+def pause(
+    experiment_id: ExperimentId, bootstrap_servers: BootstrapServers = None, topic_prefix: TopicPrefix = None
+) -> None:
+    """Stop assigning new sessions for now (running → paused); assignments so far are kept."""
+    _act("pause", "paused", experiment_id, bootstrap_servers, topic_prefix)
+
+
+@app.command()
+def resume(
+    experiment_id: ExperimentId, bootstrap_servers: BootstrapServers = None, topic_prefix: TopicPrefix = None
+) -> None:
+    """Continue a paused experiment (paused → running) with the same salt and weights."""
+    _act("resume", "resumed", experiment_id, bootstrap_servers, topic_prefix)
+
+
+@app.command()
+def stop(
+    experiment_id: ExperimentId, bootstrap_servers: BootstrapServers = None, topic_prefix: TopicPrefix = None
+) -> None:
+    """End the experiment for good (running or paused → stopped)."""
+    _act("stop", "stopped", experiment_id, bootstrap_servers, topic_prefix)
+
+
+@app.command("set-traffic")
+def set_traffic(
+    experiment_id: ExperimentId,
+    traffic: Annotated[float, typer.Argument(help="New fraction of customers in the experiment, (0, 1].")],
+    bootstrap_servers: BootstrapServers = None,
+    topic_prefix: TopicPrefix = None,
+) -> None:
+    """Change the traffic fraction; customers already in keep their variant (only who is in changes)."""
+    from experiment import control_plane
+
+    try:
+        kafka = _kafka(bootstrap_servers, topic_prefix)
+        definition = control_plane.update(kafka, experiment_id, now_ms=_now_ms(), traffic=traffic)
+    except AbflowError as error:
+        fail(error)
+    typer.echo(f"traffic set: {_describe(definition)}")
+
+
+@app.command("list")
+def list_(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of full definitions.")] = False,
+    bootstrap_servers: BootstrapServers = None,
+    topic_prefix: TopicPrefix = None,
+) -> None:
+    """List the latest version of every experiment on the topic."""
+    from experiment import control_plane
+
+    try:
+        snapshot = control_plane.read_snapshot(_kafka(bootstrap_servers, topic_prefix))
+    except AbflowError as error:
+        fail(error)
+    definitions = snapshot.sorted()
+    if as_json:
+        typer.echo(json.dumps([d.to_dict() for d in definitions], sort_keys=True))
+        return
+    if not definitions:
+        typer.echo("no experiments")
+    for definition in definitions:
+        typer.echo(_describe(definition))
+    if snapshot.skipped:
+        typer.echo(f"warning: skipped {snapshot.skipped} unreadable record(s) on the topic", err=True)
+
+
+@app.command()
+def show(
+    experiment_id: ExperimentId, bootstrap_servers: BootstrapServers = None, topic_prefix: TopicPrefix = None
+) -> None:
+    """Print the latest full definition of one experiment as JSON."""
+    from experiment import control_plane
+
+    try:
+        definition = control_plane.get(_kafka(bootstrap_servers, topic_prefix), experiment_id)
+    except AbflowError as error:
+        fail(error)
+    typer.echo(json.dumps(definition.to_dict(), sort_keys=True, indent=2))

@@ -1,0 +1,384 @@
+"""The experiment definition: a frozen, typed, validated value that is published, whole, on every change.
+
+Why a frozen value with validation in its constructor: the Flink job, the CLI and the dashboard all read the same
+JSON from the compacted `experiments` topic, and every one of them must be able to trust it. A definition that exists
+is valid; changing one means building the next version (`transition`, `updated`), never mutating.
+
+Lifecycle: draft → running ⇄ paused → stopped (running may also stop directly). Every change raises `version` by one.
+The salt and the variant weights decide who gets what (see `experiment.assignment`); once an experiment has been
+launched they are frozen, because changing them would reshuffle users between variants mid-experiment. Traffic may
+change at any time before the stop: it only adds or removes customers.
+
+JSON (CONTRACTS.md §1), sorted keys, compact:
+    {"id", "name", "hypothesis", "owner", "category",
+     "model": {"pmml_path", "model_version", "features"}, "threshold", "salt", "traffic",
+     "variants": [{"name", "weight"}, ...],  # control first
+     "primary_metric", "secondary_metrics", "guardrail_metrics", "attribution_window_s",
+     "planned_sample_size", "mde", "status", "version", "created_ts", "updated_ts"}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal, get_args
+
+from experiment.assignment import assign
+from experiment.errors import ExperimentError
+
+__all__ = [
+    "ACTIONS",
+    "DEFAULT_ATTRIBUTION_WINDOW_S",
+    "METRICS",
+    "TRANSITIONS",
+    "WEIGHT_TOLERANCE",
+    "Action",
+    "ExperimentDefinition",
+    "Metric",
+    "ModelRef",
+    "Status",
+    "Variant",
+]
+
+Status = Literal["draft", "running", "paused", "stopped"]
+Action = Literal["launch", "pause", "resume", "stop"]
+Metric = Literal["conversion", "revenue_per_user"]
+STATUSES: tuple[str, ...] = get_args(Status)
+ACTIONS: tuple[str, ...] = get_args(Action)
+METRICS: tuple[str, ...] = get_args(Metric)
+
+# action -> (statuses it may start from, status it leads to)
+TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "launch": (("draft",), "running"),
+    "pause": (("running",), "paused"),
+    "resume": (("paused",), "running"),
+    "stop": (("running", "paused"), "stopped"),
+}
+
+WEIGHT_TOLERANCE = 1e-9
+DEFAULT_ATTRIBUTION_WINDOW_S = 7 * 24 * 3600
+_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+# Fields that decide who is in which variant, or what the treatment is; frozen once launched.
+_RESHUFFLING = ("salt", "variants")
+_TREATMENT = ("model", "category", "threshold")
+_NOT_EDITABLE = ("id", "status", "version", "created_ts", "updated_ts")
+
+
+def _fail(experiment_id: object, message: str) -> ExperimentError:
+    return ExperimentError(f"Experiment '{experiment_id}': {message}")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One arm of the experiment and its share of the in-traffic customers."""
+
+    name: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """The PMML model that scores treatment customers, pinned by the SHA-256 of its file."""
+
+    pmml_path: str
+    model_version: str
+    features: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ExperimentDefinition:
+    """One version of one experiment. Construction validates; an invalid value raises `ExperimentError`."""
+
+    id: str
+    name: str
+    hypothesis: str
+    owner: str
+    category: str
+    model: ModelRef
+    threshold: float
+    salt: str
+    traffic: float
+    variants: tuple[Variant, ...]
+    primary_metric: Metric = "conversion"
+    secondary_metrics: tuple[Metric, ...] = ("revenue_per_user",)
+    guardrail_metrics: tuple[Metric, ...] = ()
+    attribution_window_s: int = DEFAULT_ATTRIBUTION_WINDOW_S
+    planned_sample_size: int | None = None
+    mde: float | None = None
+    status: Status = "draft"
+    version: int = 1
+    created_ts: int = 0
+    updated_ts: int = 0
+
+    def __post_init__(self) -> None:
+        self._validate()
+
+    # ----------------------------------------------------------------------------------------------- construction
+    @classmethod
+    def new(
+        cls,
+        *,
+        id: str,
+        name: str,
+        hypothesis: str,
+        owner: str,
+        category: str,
+        model: ModelRef,
+        threshold: float,
+        now_ms: int,
+        salt: str | None = None,
+        traffic: float = 1.0,
+        variants: Sequence[tuple[str, float]] = (("control", 0.5), ("treatment", 0.5)),
+        primary_metric: Metric = "conversion",
+        secondary_metrics: Sequence[Metric] = ("revenue_per_user",),
+        guardrail_metrics: Sequence[Metric] = (),
+        attribution_window_s: int = DEFAULT_ATTRIBUTION_WINDOW_S,
+        planned_sample_size: int | None = None,
+        mde: float | None = None,
+    ) -> ExperimentDefinition:
+        """Version 1 of a new experiment, in draft; the salt defaults to the id."""
+        return cls(
+            id=id,
+            name=name,
+            hypothesis=hypothesis,
+            owner=owner,
+            category=category,
+            model=model,
+            threshold=threshold,
+            salt=id if salt is None else salt,
+            traffic=traffic,
+            variants=tuple(Variant(n, w) for n, w in variants),
+            primary_metric=primary_metric,
+            secondary_metrics=tuple(secondary_metrics),
+            guardrail_metrics=tuple(guardrail_metrics),
+            attribution_window_s=attribution_window_s,
+            planned_sample_size=planned_sample_size,
+            mde=mde,
+            status="draft",
+            version=1,
+            created_ts=now_ms,
+            updated_ts=now_ms,
+        )
+
+    # --------------------------------------------------------------------------------------------------- queries
+    @property
+    def control(self) -> str:
+        """Name of the control variant (always the first declared): never scored, sees the site's default."""
+        return self.variants[0].name
+
+    @property
+    def treatments(self) -> tuple[str, ...]:
+        """Names of the other variants, each scored by the model."""
+        return tuple(v.name for v in self.variants[1:])
+
+    def weights(self) -> list[tuple[str, float]]:
+        """`[(name, weight), ...]` in declared order: the input `experiment.assignment.assign` expects."""
+        return [(v.name, v.weight) for v in self.variants]
+
+    @property
+    def is_running(self) -> bool:
+        """Whether sessions are being assigned and scored now."""
+        return self.status == "running"
+
+    def assign(self, customer_id: str) -> str | None:
+        """The customer's variant under this definition, or None when outside its traffic."""
+        return assign(self.salt, customer_id, self.traffic, self.weights())
+
+    # --------------------------------------------------------------------------------------------------- changes
+    def transition(self, action: Action, now_ms: int) -> ExperimentDefinition:
+        """The next version after a lifecycle action; raises `ExperimentError` for an illegal transition."""
+        if action not in TRANSITIONS:
+            raise _fail(self.id, f"unknown action '{action}'; expected one of {', '.join(ACTIONS)}.")
+        sources, target = TRANSITIONS[action]
+        if self.status not in sources:
+            raise _fail(
+                self.id,
+                f"cannot {action}: it is {self.status}, and {action} is only allowed from {' or '.join(sources)}.",
+            )
+        return replace(self, status=target, version=self.version + 1, updated_ts=max(now_ms, self.updated_ts))
+
+    def updated(self, now_ms: int, **changes: Any) -> ExperimentDefinition:
+        """The next version with some fields changed (e.g. `traffic=0.5`); refuses changes that corrupt the test.
+
+        Refused: any change to a stopped experiment; salt or weights of a launched experiment (that would reshuffle
+        users between variants); model, category or threshold of a launched experiment (that would change the
+        treatment mid-test); the identity, status, version and timestamps (use `transition`).
+        """
+        unknown = sorted(set(changes) - set(self.__dataclass_fields__))
+        if unknown:
+            raise _fail(self.id, f"unknown field(s) {', '.join(unknown)}.")
+        fixed = sorted(set(changes) & set(_NOT_EDITABLE))
+        if fixed:
+            raise _fail(self.id, f"{', '.join(fixed)} cannot be changed directly.")
+        if "variants" in changes:
+            changes["variants"] = tuple(
+                v if isinstance(v, Variant) else Variant(str(v[0]), v[1]) for v in changes["variants"]
+            )
+        real = {k: v for k, v in changes.items() if getattr(self, k) != v}
+        if self.status == "stopped":
+            raise _fail(self.id, "it is stopped; a stopped experiment cannot be changed.")
+        if self.status in ("running", "paused"):
+            reshuffle = [k for k in _RESHUFFLING if k in real]
+            if reshuffle:
+                what = " and ".join("the salt" if k == "salt" else "the variant weights" for k in reshuffle)
+                raise _fail(
+                    self.id,
+                    f"cannot change {what} of a {self.status} experiment: it would reshuffle users between "
+                    "variants. Stop it and create a new experiment instead.",
+                )
+            treatment = [k for k in _TREATMENT if k in real]
+            if treatment:
+                raise _fail(
+                    self.id,
+                    f"cannot change {', '.join(treatment)} of a {self.status} experiment: it would change the "
+                    "treatment mid-test. Stop it and create a new experiment instead.",
+                )
+        return replace(self, **changes, version=self.version + 1, updated_ts=max(now_ms, self.updated_ts))
+
+    # ------------------------------------------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict with the contract's keys."""
+        data = asdict(self)
+        data["model"]["features"] = list(self.model.features)
+        data["variants"] = [{"name": v.name, "weight": v.weight} for v in self.variants]
+        for key in ("secondary_metrics", "guardrail_metrics"):
+            data[key] = list(data[key])
+        return data
+
+    def to_json(self) -> str:
+        """Compact JSON with sorted keys (the value written to the `experiments` topic)."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> ExperimentDefinition:
+        """Parse and validate one definition; any problem raises `ExperimentError` naming the field."""
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ExperimentError(f"Experiment definition is not valid JSON: {exc}.") from exc
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: object) -> ExperimentDefinition:
+        """Build from a decoded JSON object; missing keys and wrong types raise `ExperimentError`."""
+        if not isinstance(data, dict):
+            raise ExperimentError(f"Experiment definition must be a JSON object. Got {type(data).__name__}.")
+        ident = data.get("id", "?")
+        required = list(cls.__dataclass_fields__)
+        missing = [key for key in required if key not in data]
+        if missing:
+            raise _fail(ident, f"definition is missing {', '.join(missing)}.")
+        model = data["model"]
+        if not isinstance(model, dict) or {"pmml_path", "model_version", "features"} - set(model):
+            raise _fail(ident, "model must be an object with pmml_path, model_version and features.")
+        if not isinstance(model["features"], list):
+            raise _fail(ident, f"model.features must be a list. Got {model['features']!r}.")
+        variants = data["variants"]
+        if not isinstance(variants, list) or not all(
+            isinstance(v, dict) and {"name", "weight"} <= set(v) for v in variants
+        ):
+            raise _fail(ident, f"variants must be a list of {{name, weight}} objects. Got {variants!r}.")
+        for key in ("secondary_metrics", "guardrail_metrics"):
+            if not isinstance(data[key], list):
+                raise _fail(ident, f"{key} must be a list. Got {data[key]!r}.")
+        values = {key: data[key] for key in required}
+        values["model"] = ModelRef(model["pmml_path"], model["model_version"], tuple(model["features"]))
+        values["variants"] = tuple(Variant(v["name"], v["weight"]) for v in variants)
+        values["secondary_metrics"] = tuple(data["secondary_metrics"])
+        values["guardrail_metrics"] = tuple(data["guardrail_metrics"])
+        return cls(**values)  # keys this version does not know are ignored, so newer writers stay readable
+
+    # ------------------------------------------------------------------------------------------------ validation
+    def _validate(self) -> None:
+        ident = self.id
+        if not isinstance(ident, str) or not _ID_PATTERN.match(ident):
+            raise _fail(
+                ident,
+                "id must be a slug: 1-64 characters of a-z, 0-9, '-' or '_', starting with a letter or digit.",
+            )
+        for key in ("name", "category", "salt"):
+            value = getattr(self, key)
+            if not isinstance(value, str) or not value.strip():
+                raise _fail(ident, f"{key} must be a non-empty string. Got {value!r}.")
+        for key in ("hypothesis", "owner"):
+            if not isinstance(getattr(self, key), str):
+                raise _fail(ident, f"{key} must be a string. Got {getattr(self, key)!r}.")
+
+        model = self.model
+        if not isinstance(model, ModelRef):
+            raise _fail(ident, f"model must be a ModelRef. Got {model!r}.")
+        if not isinstance(model.pmml_path, str) or not model.pmml_path:
+            raise _fail(ident, f"model.pmml_path must be a non-empty string. Got {model.pmml_path!r}.")
+        if not isinstance(model.model_version, str) or not _SHA256_PATTERN.match(model.model_version):
+            raise _fail(
+                ident,
+                f"model.model_version must be the SHA-256 of the PMML file (64 lowercase hex digits). "
+                f"Got {model.model_version!r}.",
+            )
+        if not model.features or not all(isinstance(f, str) and f for f in model.features):
+            raise _fail(ident, f"model.features must be a non-empty list of names. Got {list(model.features)!r}.")
+        if len(set(model.features)) != len(model.features):
+            raise _fail(ident, f"model.features has duplicates: {list(model.features)!r}.")
+
+        if not _is_number(self.threshold) or not 0.0 <= self.threshold <= 1.0:
+            raise _fail(ident, f"threshold must be a probability in [0, 1]. Got {self.threshold!r}.")
+        if not _is_number(self.traffic) or not 0.0 < self.traffic <= 1.0:
+            raise _fail(ident, f"traffic must be in (0, 1]. Got {self.traffic!r}.")
+
+        variants = self.variants
+        if not isinstance(variants, tuple) or not all(isinstance(v, Variant) for v in variants):
+            raise _fail(ident, f"variants must be a tuple of Variant. Got {variants!r}.")
+        if len(variants) < 2:
+            raise _fail(ident, f"needs at least 2 variants (control first). Got {len(variants)}.")
+        names = [v.name for v in variants]
+        for name in names:
+            if not isinstance(name, str) or not _ID_PATTERN.match(name):
+                raise _fail(ident, f"variant name {name!r} must be a slug (a-z, 0-9, '-', '_').")
+        if len(set(names)) != len(names):
+            raise _fail(ident, f"variant names must be unique. Got {', '.join(names)}.")
+        for v in variants:
+            if not _is_number(v.weight) or not 0.0 < v.weight < 1.0:
+                raise _fail(ident, f"the weight of variant '{v.name}' must be in (0, 1). Got {v.weight!r}.")
+        total = math.fsum(v.weight for v in variants)
+        if abs(total - 1.0) > WEIGHT_TOLERANCE:
+            terms = " + ".join(f"{v.weight:.12g}" for v in variants)
+            raise _fail(ident, f"the variant weights must sum to 1 (within 1e-9). Got {terms} = {total:.12g}.")
+
+        for key, metrics in (
+            ("primary_metric", (self.primary_metric,)),
+            ("secondary_metrics", self.secondary_metrics),
+            ("guardrail_metrics", self.guardrail_metrics),
+        ):
+            if not isinstance(metrics, tuple):
+                raise _fail(ident, f"{key} must be a tuple. Got {metrics!r}.")
+            for metric in metrics:
+                if metric not in METRICS:
+                    raise _fail(ident, f"unknown metric {metric!r} in {key}; known: {', '.join(METRICS)}.")
+
+        window = self.attribution_window_s
+        if not isinstance(window, int) or isinstance(window, bool) or window <= 0:
+            raise _fail(ident, f"attribution_window_s must be a positive whole number of seconds. Got {window!r}.")
+        size = self.planned_sample_size
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
+            raise _fail(ident, f"planned_sample_size must be a positive integer or null. Got {size!r}.")
+        if self.mde is not None and (not _is_number(self.mde) or self.mde <= 0):
+            raise _fail(ident, f"mde must be a positive number or null. Got {self.mde!r}.")
+
+        if self.status not in STATUSES:
+            raise _fail(ident, f"status must be one of {', '.join(STATUSES)}. Got {self.status!r}.")
+        if not isinstance(self.version, int) or isinstance(self.version, bool) or self.version < 1:
+            raise _fail(ident, f"version must be an integer >= 1. Got {self.version!r}.")
+        for key in ("created_ts", "updated_ts"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise _fail(ident, f"{key} must be epoch milliseconds (an integer >= 0). Got {value!r}.")
+        if self.updated_ts < self.created_ts:
+            raise _fail(ident, f"updated_ts ({self.updated_ts}) is before created_ts ({self.created_ts}).")

@@ -1,0 +1,370 @@
+"""A single-node Apache Kafka broker (KRaft: broker and controller in one JVM) on 127.0.0.1, run from Maven jars.
+
+Why a real broker and not a mock: the Flink job's transactional sink, read_committed consumers and log compaction of
+the `experiments` topic are exactly what needs testing, and only a real broker does them.
+
+The broker's whole state lives in one data directory (`Settings.kafka_data_dir` unless told otherwise):
+    server.properties   written on every start (the client port may change between starts)
+    data/               log.dirs: KRaft metadata and topic partitions, formatted on first start
+    logs/server.log     the broker's own log (log4j2, see log4j2.xml beside this module)
+    console.log         the JVM's stdout/stderr (startup failures land here)
+    broker.pid          the JVM's pid, and broker.json with its pid and ports
+`start` is idempotent (a running broker on the same port is reused), `stop` sends SIGTERM and waits for a clean
+shutdown. Several brokers may run at once from different data directories (the test fixture uses its own).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from experiment.config import KafkaSettings, Settings
+from experiment.errors import InfraError
+from experiment.kafka import jars
+
+__all__ = [
+    "DEFAULT_PORT",
+    "TRANSACTION_MAX_TIMEOUT_MS",
+    "BrokerStatus",
+    "free_port",
+    "metadata_answered",
+    "start",
+    "status",
+    "stop",
+    "wait_ready",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PORT = 9092
+# Flink's exactly-once Kafka sink sets transaction.timeout.ms (ours: 15 min); the broker refuses any producer whose
+# timeout exceeds transaction.max.timeout.ms, so the broker allows up to one hour.
+TRANSACTION_MAX_TIMEOUT_MS = 3_600_000
+_LOG4J_CONFIG = Path(__file__).with_name("log4j2.xml")
+_JVM_OPTS = ["-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true"]
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    """What is known about the local broker of one data directory."""
+
+    data_dir: Path
+    running: bool
+    pid: int | None = None
+    port: int | None = None
+    ready: bool = False
+
+    @property
+    def bootstrap_servers(self) -> str | None:
+        """`127.0.0.1:<port>` when a broker is running, else None."""
+        return f"127.0.0.1:{self.port}" if self.running and self.port else None
+
+    def describe(self) -> str:
+        """One human line for `abflow kafka status`."""
+        if not self.running:
+            return f"kafka: stopped (data dir {self.data_dir})"
+        state = "ready" if self.ready else "not answering metadata requests"
+        return f"kafka: running pid={self.pid} bootstrap={self.bootstrap_servers} {state} (data dir {self.data_dir})"
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1 chosen by the OS (tests and the controller listener never use fixed ports)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def status(data_dir: Path, *, probe: bool = True) -> BrokerStatus:
+    """The state of the broker whose data lives in `data_dir`; `probe` also asks it for metadata."""
+    data_dir = data_dir.resolve()
+    state = _read_state(data_dir)
+    if state is None or not _is_our_broker(state["pid"], data_dir):
+        return BrokerStatus(data_dir=data_dir, running=False)
+    port = int(state["port"])
+    ready = probe and metadata_answered(KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}"), timeout_s=5.0)
+    return BrokerStatus(data_dir=data_dir, running=True, pid=int(state["pid"]), port=port, ready=ready)
+
+
+def start(
+    settings: Settings,
+    *,
+    port: int = DEFAULT_PORT,
+    data_dir: Path | None = None,
+    timeout_s: float = 90.0,
+    die_with_parent: bool = False,
+) -> BrokerStatus:
+    """Start the broker (formatting its storage on first use) and return once it answers a metadata request.
+
+    A broker already running from the same data directory on the same port is simply reported; a different port, or
+    a port that another process holds, raises `InfraError` with the fix. `die_with_parent` (for test sessions) asks
+    Linux to SIGTERM the broker if the starting process dies without stopping it (needs util-linux `setpriv`).
+    """
+    data_dir = (data_dir or settings.kafka_data_dir).resolve()
+    current = status(data_dir, probe=False)
+    if current.running:
+        if current.port != port:
+            raise InfraError(
+                f"A Kafka broker is already running from '{data_dir}' on port {current.port} (pid {current.pid}); "
+                f"run `abflow kafka down` before starting it on port {port}."
+            )
+        logger.info("broker already running pid=%s port=%s", current.pid, port)
+        wait_ready(current.pid, data_dir, port, timeout_s)
+        return status(data_dir)
+    _clear_state(data_dir)
+    _ensure_port_free(port)
+
+    if not jars.jars_installed(settings):
+        jars.install_jars(settings)
+    java = _java()
+    classpath = jars.kafka_classpath(settings)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "logs").mkdir(exist_ok=True)
+    properties = data_dir / "server.properties"
+    properties.write_text(_server_properties(data_dir, port, free_port()), encoding="utf-8")
+    jvm = [java, *_JVM_OPTS, f"-Dlog4j2.configurationFile={_LOG4J_CONFIG}", f"-Dkafka.logs.dir={data_dir / 'logs'}"]
+
+    if not (data_dir / "data" / "meta.properties").is_file():
+        _format_storage(jvm, classpath, properties)
+
+    console = data_dir / "console.log"
+    with console.open("ab") as out:
+        setpriv = shutil.which("setpriv") if die_with_parent else None
+        guard = [setpriv, "--pdeathsig", "TERM"] if setpriv else []
+        process = subprocess.Popen(
+            [*guard, *jvm, "-cp", classpath, "kafka.Kafka", str(properties)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=data_dir,
+            start_new_session=True,  # survives the CLI that started it; Ctrl-C in a test run does not kill it mid-write
+        )
+    _write_state(data_dir, process.pid, port)
+    logger.info("broker starting pid=%s port=%s data_dir=%s", process.pid, port, data_dir)
+    try:
+        wait_ready(process.pid, data_dir, port, timeout_s)
+    except InfraError:
+        stop(data_dir, timeout_s=10.0)
+        raise
+    return BrokerStatus(data_dir=data_dir, running=True, pid=process.pid, port=port, ready=True)
+
+
+def stop(data_dir: Path, *, timeout_s: float = 60.0) -> bool:
+    """Stop the broker of `data_dir`: SIGTERM, then wait for its controlled shutdown. False if none was running.
+
+    Only a process whose command line names this data directory is signalled, so a stale pid file whose pid was
+    reused by another program is never acted on.
+    """
+    data_dir = data_dir.resolve()
+    state = _read_state(data_dir)
+    if state is None or not _is_our_broker(state["pid"], data_dir):
+        _clear_state(data_dir)
+        return False
+    pid = int(state["pid"])
+    logger.info("stopping broker pid=%s data_dir=%s", pid, data_dir)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _alive(pid):
+        logger.warning("broker ignored SIGTERM for %ss, killing pid=%s", timeout_s, pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        while _alive(pid):
+            time.sleep(0.1)
+    _clear_state(data_dir)
+    return True
+
+
+def metadata_answered(kafka: KafkaSettings, *, timeout_s: float = 5.0) -> bool:
+    """Whether the cluster answers a metadata request (the readiness criterion) within about `timeout_s`."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaConfigurationError, KafkaError
+
+    timeout_ms = int(timeout_s * 1000)
+    try:
+        admin = KafkaAdminClient(
+            **kafka.client_config(),
+            request_timeout_ms=timeout_ms,
+            bootstrap_timeout_ms=timeout_ms,
+            client_id="abflow-readiness",
+        )
+    except KafkaConfigurationError:
+        raise  # a programming error, not "not ready yet"
+    except (KafkaError, OSError):
+        return False
+    try:
+        admin.describe_cluster()
+        return True
+    except (KafkaError, OSError):
+        return False
+    finally:
+        admin.close()
+
+
+def wait_ready(pid: int | None, data_dir: Path, port: int, timeout_s: float) -> None:
+    """Block until the broker on `port` answers a metadata request; fail fast with its log tail if the JVM dies."""
+    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pid is not None and not _alive(pid):
+            raise InfraError(f"The Kafka broker exited during startup. Last lines: {_log_tail(data_dir)}")
+        if _port_open(port) and metadata_answered(kafka, timeout_s=3.0):
+            logger.info("broker ready port=%s", port)
+            return
+        time.sleep(0.3)
+    raise InfraError(
+        f"The Kafka broker on 127.0.0.1:{port} did not answer a metadata request within {timeout_s:.0f}s. "
+        f"Last lines: {_log_tail(data_dir)}"
+    )
+
+
+def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
+    """Combined broker+controller settings tuned for one node: replication 1, no rebalance delay, long transactions."""
+    values = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(data_dir / "data"),
+        "num.partitions": "1",
+        "default.replication.factor": "1",
+        "min.insync.replicas": "1",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "4",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "4",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "transaction.max.timeout.ms": str(TRANSACTION_MAX_TIMEOUT_MS),
+        "log.retention.check.interval.ms": "60000",
+        "log.cleaner.backoff.ms": "1000",
+        "num.network.threads": "2",
+        "num.io.threads": "4",
+    }
+    header = "# Written by abflow on every `kafka up`; edits are overwritten.\n"
+    return header + "".join(f"{key}={value}\n" for key, value in values.items())
+
+
+def _format_storage(jvm: list[str], classpath: str, properties: Path) -> None:
+    """Format KRaft storage once, with a fresh cluster id (Kafka's base64url form of a random UUID)."""
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    while cluster_id.startswith("-"):  # Kafka never hands out ids that look like command-line flags
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    command = [*jvm, "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr).strip().splitlines()[-10:]
+        raise InfraError(f"Formatting Kafka storage failed (exit {result.returncode}): " + " | ".join(output))
+    logger.info("formatted kafka storage cluster_id=%s", cluster_id)
+
+
+def _java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    candidate = Path(java_home) / "bin" / "java" if java_home else None
+    java = str(candidate) if candidate and candidate.is_file() else shutil.which("java")
+    if java is None:
+        raise InfraError("Java 17 or newer is needed to run the Kafka broker, and `java` is not on PATH.")
+    return java
+
+
+def _ensure_port_free(port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise InfraError(
+                f"Port {port} on 127.0.0.1 is already in use by another process; "
+                f"stop it or choose another port with --port."
+            ) from exc
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` is running; reaps it when it is our own exited child so that zombies count as dead."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.is_file():
+        with contextlib.suppress(OSError):
+            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def _command_line(pid: int) -> str:
+    proc = Path(f"/proc/{pid}/cmdline")
+    if proc.is_file():
+        with contextlib.suppress(OSError):
+            return proc.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    result = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, check=False)
+    return result.stdout
+
+
+def _is_our_broker(pid: int, data_dir: Path) -> bool:
+    if not _alive(pid):
+        return False
+    command = _command_line(pid)
+    return "kafka.Kafka" in command and str(data_dir / "server.properties") in command
+
+
+def _read_state(data_dir: Path) -> dict[str, int] | None:
+    path = data_dir / "broker.json"
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        return {"pid": int(state["pid"]), "port": int(state["port"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_state(data_dir: Path, pid: int, port: int) -> None:
+    (data_dir / "broker.pid").write_text(f"{pid}\n", encoding="utf-8")
+    (data_dir / "broker.json").write_text(json.dumps({"pid": pid, "port": port}), encoding="utf-8")
+
+
+def _clear_state(data_dir: Path) -> None:
+    for name in ("broker.pid", "broker.json"):
+        with contextlib.suppress(FileNotFoundError):
+            (data_dir / name).unlink()
+
+
+def _log_tail(data_dir: Path, lines: int = 8) -> str:
+    texts = []
+    for name in ("console.log", "logs/server.log"):
+        path = data_dir / name
+        if path.is_file():
+            content = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+            errors = [line for line in content if "ERROR" in line or "Exception" in line]
+            texts.extend((errors or content)[-lines:])
+    return " | ".join(texts[-lines:]) or f"(no log in {data_dir})"

@@ -1,0 +1,78 @@
+"""Producer, consumer and admin factories built from `KafkaSettings`, so no caller hard-codes a broker or security.
+
+Why factories: every client must carry the same bootstrap servers and SASL/SSL settings, and consumers of the Flink
+job's outputs must read with `isolation_level='read_committed'` (the job writes them in transactions; uncommitted or
+aborted records must never be counted). Clients are created here, in functions, never at import.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from experiment.config import KafkaSettings
+from experiment.errors import InfraError
+
+if TYPE_CHECKING:
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+__all__ = ["make_admin", "make_consumer", "make_producer"]
+
+
+def make_producer(kafka: KafkaSettings, **overrides: Any) -> KafkaProducer:
+    """A producer of raw bytes (callers encode keys and values), acks=all and idempotent by default."""
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    config: dict[str, Any] = {
+        **kafka.client_config(),
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "client_id": "abflow-producer",
+    }
+    config.update(overrides)
+    try:
+        return KafkaProducer(**config)
+    except (KafkaError, OSError) as exc:
+        raise InfraError(f"Cannot connect a producer to Kafka at {kafka.bootstrap_servers}: {exc!r}") from exc
+
+
+def make_consumer(
+    kafka: KafkaSettings,
+    *topics: str,
+    group_id: str | None = None,
+    read_committed: bool = True,
+    auto_offset_reset: str = "earliest",
+    **overrides: Any,
+) -> KafkaConsumer:
+    """A consumer of raw bytes subscribed to `topics` (physical names; pass none to `assign()` partitions yourself).
+
+    `read_committed=True` is the default because most abflow consumers read the Flink job's transactional output.
+    """
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
+
+    config: dict[str, Any] = {
+        **kafka.client_config(),
+        "group_id": group_id,
+        "isolation_level": "read_committed" if read_committed else "read_uncommitted",
+        "auto_offset_reset": auto_offset_reset,
+        "enable_auto_commit": group_id is not None,
+        "client_id": "abflow-consumer",
+    }
+    config.update(overrides)
+    try:
+        return KafkaConsumer(*topics, **config)
+    except (KafkaError, OSError) as exc:
+        raise InfraError(f"Cannot connect a consumer to Kafka at {kafka.bootstrap_servers}: {exc!r}") from exc
+
+
+def make_admin(kafka: KafkaSettings, **overrides: Any) -> KafkaAdminClient:
+    """An admin client (topic creation, config checks)."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        return KafkaAdminClient(**{**kafka.client_config(), "client_id": "abflow-admin", **overrides})
+    except (KafkaError, OSError) as exc:
+        raise InfraError(f"Cannot connect an admin client to Kafka at {kafka.bootstrap_servers}: {exc!r}") from exc
