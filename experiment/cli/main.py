@@ -10,6 +10,7 @@ import typer
 
 from experiment.cli import (
     common,
+    dashboard_cmd,
     data_cmd,
     experiment_cmd,
     kafka_cmd,
@@ -31,6 +32,7 @@ app.command("stats")(stats_cmd.stats)
 app.command("report")(report_cmd.report)
 app.add_typer(data_cmd.app, name="data")
 app.command("train")(train_cmd.train)
+app.command("dashboard")(dashboard_cmd.dashboard)
 app.add_typer(kafka_cmd.app, name="kafka")
 app.add_typer(experiment_cmd.app, name="experiment")
 

@@ -1,0 +1,363 @@
+"""abflow's live dashboard: `abflow dashboard` runs `streamlit run dashboard/app.py`.
+
+Two pages, chosen in the sidebar (or with `?experiment=<id>` in the URL): the experiment list and one
+experiment's page. The page body is a Streamlit fragment that re-runs itself every `ABFLOW_DASHBOARD_REFRESH`
+seconds while the shown experiment (or any, on the list) is running, or while the store is still empty. Each
+re-run reads only `ResultsStore.version()`; everything else comes from `st.cache_data` keyed on that version,
+so nothing is recomputed until the collector writes something new.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Any
+
+# `streamlit run dashboard/app.py` puts dashboard/ (not the repository root) on sys.path.
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from dashboard import charts, loader  # noqa: E402
+from dashboard.formatting import NA, badge_markdown, ci, count, decision_badge, num, pct, pval  # noqa: E402
+from experiment.errors import AbflowError  # noqa: E402
+
+ALL = "All experiments"
+_STATUS_ICONS = {"running": "▶️", "paused": "⏸️", "stopped": "⏹️", "draft": "📝"}
+_LIVE_STATUSES = {"running"}
+
+
+def _read_version(settings: loader.DashboardSettings) -> tuple[int | None, str | None]:
+    """(version, problem). A store that cannot be opened right now falls back to the last version seen."""
+    try:
+        version = loader.read_version(settings.store_path)
+    except AbflowError as error:
+        last = st.session_state.get("_abflow_last_version")
+        return last, f"The results store could not be read just now ({error}); showing the last data loaded."
+    st.session_state["_abflow_last_version"] = version
+    return version, None
+
+
+def _empty_state(settings: loader.DashboardSettings, has_store: bool) -> None:
+    st.title("abflow experiments")
+    where = (
+        f"The results store `{settings.store_path}` has no experiments yet."
+        if has_store
+        else f"There is no results store at `{settings.store_path}` yet."
+    )
+    st.info(
+        f"**No experiments to show.** {where}\n\n"
+        "To see results here:\n"
+        "1. launch an experiment: `abflow experiment launch ...`;\n"
+        "2. run the decision job and send traffic: `abflow pipeline run`, `abflow simulate ...`;\n"
+        "3. collect the results into the store: `abflow collect` (or start the dashboard with `--store PATH`).\n\n"
+        "This page refreshes itself and will show the experiments as soon as they arrive."
+    )
+
+
+def _experiment_list(overview: loader.Overview) -> None:
+    st.title("Experiments")
+    rows = overview.experiments
+    running = sum(1 for r in rows if r.status in _LIVE_STATUSES)
+    cols = st.columns(4)
+    cols[0].metric("Experiments", len(rows))
+    cols[1].metric("Running", running)
+    cols[2].metric("Users in experiments", count(sum(r.users for r in rows)))
+    cols[3].metric("Dead-lettered records", count(sum(overview.dead_letters.values())))
+    table = pd.DataFrame(
+        [
+            {
+                "experiment": r.id,
+                "status": f"{_STATUS_ICONS.get(r.status, '')} {r.status}".strip(),
+                "verdict": decision_badge(r.decision, r.verdict_arm)[1],
+                "users": r.users,
+                "planned": count(r.planned),
+                "progress": min(r.progress, 1.0) if r.progress is not None else None,
+                "days running": r.days_running,
+                "SRM": "⚠️ mismatch" if r.srm_alarm else "ok",
+                "traffic": pct(r.traffic, 0),
+                "variants": r.variants,
+                "name": r.name,
+                "open": f"?experiment={r.id}",
+            }
+            for r in rows
+        ]
+    )
+    st.dataframe(
+        table,
+        hide_index=True,
+        column_config={
+            "progress": st.column_config.ProgressColumn(
+                "sample size vs plan", min_value=0.0, max_value=1.0, format="percent"
+            ),
+            "open": st.column_config.LinkColumn("page", display_text="open"),
+            "users": st.column_config.NumberColumn("users", format="localized"),
+        },
+    )
+    st.subheader("Verdicts")
+    for r in rows:
+        st.markdown(f"{badge_markdown(r.decision, r.verdict_arm)} **{r.id}** — {r.verdict}")
+
+
+def _variant_table(report: dict[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "variant": name,
+                "users": st_["users"],
+                "conversions": st_["conversions"],
+                "conversion rate": pct(st_["conversion_rate"]),
+                "revenue": f"{st_['revenue']:,.2f}",
+                "revenue / user": num(st_["revenue_per_user"]),
+            }
+            for name, st_ in report["variants"].items()
+        ]
+    )
+
+
+def _significance_table(results: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        fixed, seq, cuped, bayes = r["fixed_horizon"], r["sequential"], r["cuped"], r["bayes"] or {}
+        kind = "pct" if r["metric"] == "conversion" else "num"
+        rows.append(
+            {
+                "arm": r["arm"],
+                "metric": r["metric"],
+                "role": r["role"],
+                "p fixed-horizon": pval(fixed["p_value"]),
+                "p pooled z": pval(fixed.get("p_value_pooled")),
+                "p Holm": pval(r["p_value_holm"]),
+                "p sequential": pval(seq["p_value"]),
+                "P(beat control)": pval(bayes.get("prob_treatment_beats_control")),
+                "CUPED abs diff": pct(cuped["abs_diff"]) if kind == "pct" else num(cuped["abs_diff"]),
+                "CUPED abs CI": ci(cuped["abs_ci"], kind),
+                "CUPED rel lift": pct(cuped["rel_lift"]),
+                "CUPED p": pval(cuped["p_value"]),
+                "variance reduction": pct(cuped.get("variance_reduction"), 1),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _lift_table(results: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        kind = "pct" if r["metric"] == "conversion" else "num"
+        for method, label in charts.METHOD_LABELS.items():
+            c = r[method]
+            rows.append(
+                {
+                    "arm": r["arm"],
+                    "metric": r["metric"],
+                    "method": label,
+                    "abs diff": pct(c["abs_diff"]) if kind == "pct" else num(c["abs_diff"]),
+                    "abs CI": ci(c["abs_ci"], kind),
+                    "rel lift": pct(c["rel_lift"]),
+                    "rel CI": ci(c["rel_ci"], "pct"),
+                    "p": pval(c["p_value"]),
+                    "undefined because": "; ".join(f"{k}: {v}" for k, v in sorted(c["reasons"].items())),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _minute(iso: str | None) -> str:
+    """'2026-01-13T19:49:17.833Z' → '2026-01-13 19:49 UTC'."""
+    return NA if not iso else f"{iso[:10]} {iso[11:16]} UTC"
+
+
+def _verdict_banner(row: loader.ExperimentRow) -> None:
+    st.markdown(f"### Verdict {badge_markdown(row.decision, row.verdict_arm)}")
+    {"ship": st.success, "dont_ship": st.error}.get(row.decision, st.warning)(row.verdict)
+
+
+def _experiment_page(view: loader.ExperimentView, settings: loader.DashboardSettings) -> None:
+    report, row = view.report, view.row
+    definition, analysis, sample = report["experiment"], report["analysis"], report["sample_size"]
+    st.title(row.name)
+    st.caption(
+        f"`{row.id}` v{definition.get('version')} · {_STATUS_ICONS.get(row.status, '')} {row.status} · "
+        f"traffic {pct(row.traffic, 0)} · {row.variants} · owner {definition.get('owner', NA)} · "
+        f"data {row.first_day or NA} → {_minute(report['data_through'])} · {row.days_running} days"
+    )
+    if definition.get("hypothesis"):
+        st.markdown(f"*{definition['hypothesis']}*")
+
+    srm = analysis["srm"]
+    if srm["alarm"]:
+        observed = ", ".join(f"{k} {v:,}" for k, v in srm["observed"].items())
+        expected = ", ".join(f"{k} {v:,.0f}" for k, v in srm["expected"].items())
+        st.error(
+            f"**Sample-ratio mismatch (SRM): p = {pval(srm['p_value'])} < {srm['threshold']}.** Users are not split "
+            f"as configured: observed {observed}; expected {expected}. Assignment or logging is broken, so no "
+            "result on this page can be trusted until it is fixed."
+        )
+    _verdict_banner(row)
+
+    planned, total = sample["planned"], sample["total"]
+    if planned:
+        progress = sample["progress"] or 0.0
+        st.progress(
+            min(progress, 1.0),
+            text=f"Sample size: {total:,} of {planned:,} planned users ({progress:.0%}; {sample['planned_source']})",
+        )
+    else:
+        st.info(f"Sample size: {total:,} users; no planned sample size or MDE is set, so progress is unknown.")
+
+    st.header("Per variant")
+    st.dataframe(_variant_table(report), hide_index=True)
+    primary = definition.get("primary_metric", "conversion")
+    metrics = list(dict.fromkeys(r["metric"] for r in analysis["results"]))
+    for r in (r for r in analysis["results"] if r["metric"] == primary):
+        cols = st.columns(4)  # one row per treatment arm, on the primary metric
+        cols[0].metric(f"{r['arm']}: relative lift", pct(r["fixed_horizon"]["rel_lift"]))
+        cols[1].metric(f"{r['arm']}: p fixed-horizon", pval(r["fixed_horizon"]["p_value"]))
+        cols[2].metric(f"{r['arm']}: p sequential", pval(r["sequential"]["p_value"]))
+        cols[3].metric(f"{r['arm']}: P(beat control)", pval((r["bayes"] or {}).get("prob_treatment_beats_control")))
+
+    st.header("Lift")
+    tabs = st.tabs(metrics) if metrics else []
+    for tab, metric in zip(tabs, metrics, strict=True):
+        with tab:
+            st.plotly_chart(charts.forest_figure(analysis["results"], metric), key=f"forest_{metric}")
+    st.dataframe(_lift_table(analysis["results"]), hide_index=True)
+
+    st.header("Significance")
+    st.dataframe(_significance_table(analysis["results"]), hide_index=True)
+    st.caption(
+        f"Verdict basis: {analysis['verdict']['basis'].replace('_', '-')}. Fixed-horizon p-values are valid once, at "
+        "the planned size; sequential p-values stay valid however often you look."
+    )
+
+    st.header("Over time")
+    st.plotly_chart(
+        charts.lift_over_time_figure(report["lift_over_time"], analysis["treatments"]), key="lift_over_time"
+    )
+
+    st.header("Decisions and model")
+    left, right = st.columns(2)
+    with left:
+        st.plotly_chart(charts.funnel_figure(view.funnel), key="funnel")
+        st.dataframe(
+            pd.DataFrame([{"variant": name, **stages} for name, stages in view.funnel.items()]),
+            hide_index=True,
+        )
+    with right:
+        st.plotly_chart(charts.score_histogram_figure(view.score_histogram, definition.get("threshold")), key="scores")
+
+    _dead_letters(view.dead_letters)
+
+    st.header("Export")
+    if st.button("Export report files (md, html, json, csv)", key="export"):
+        try:
+            paths = loader.export_reports(settings.store_path, row.id, settings.export_dir, settings.alpha)
+        except AbflowError as error:
+            st.error(f"Export failed: {error}")
+        else:
+            st.success("Wrote " + ", ".join(f"`{p}`" for p in paths))
+
+    with st.expander("Methods"):
+        for key, text in sorted(analysis["methods"].items()):
+            st.markdown(f"- **{key}**: {text}")
+
+
+def _dead_letters(dead: dict[str, int]) -> None:
+    st.header("Bad input")
+    total = sum(dead.values())
+    st.metric("Dead-lettered records", count(total))
+    if dead:
+        st.dataframe(pd.DataFrame([{"topic": t, "records": n} for t, n in dead.items()]), hide_index=True)
+    else:
+        st.caption("No record has been dead-lettered.")
+
+
+def _body(settings: loader.DashboardSettings, choice: str, ids: tuple[str, ...], live: bool) -> None:
+    """The refreshing part of the page: re-reads the version, then serves everything from the cache."""
+    version, problem = _read_version(settings)
+    if problem:
+        st.warning(problem)
+    if version is None:
+        _empty_state(settings, has_store=problem is not None)
+        return
+    try:
+        overview = loader.cached_overview(str(settings.store_path), version, settings.alpha)
+    except AbflowError as error:
+        st.warning(f"The results store could not be read just now ({error}); retrying at the next refresh.")
+        return
+    current_ids = tuple(r.id for r in overview.experiments)
+    now_live = _is_live(overview, choice)
+    if current_ids != ids or now_live != live:
+        st.rerun(scope="app")  # the sidebar or the refresh schedule must change
+    if not overview.experiments:
+        _empty_state(settings, has_store=True)
+    elif choice == ALL:
+        _experiment_list(overview)
+    else:
+        try:
+            view = loader.cached_experiment(str(settings.store_path), choice, version, settings.alpha)
+        except AbflowError as error:
+            st.error(str(error))
+            return
+        _experiment_page(view, settings)
+    st.caption(
+        f"Store `{settings.store_path}` · data version {version} · "
+        f"checked {dt.datetime.now(dt.UTC).strftime('%H:%M:%S')} UTC"
+    )
+
+
+def _is_live(overview: loader.Overview | None, choice: str) -> bool:
+    if overview is None or not overview.experiments:
+        return True  # waiting for the first data
+    if choice == ALL:
+        return any(r.status in _LIVE_STATUSES for r in overview.experiments)
+    return any(r.id == choice and r.status in _LIVE_STATUSES for r in overview.experiments)
+
+
+def main() -> None:
+    """Render the page."""
+    st.set_page_config(page_title="abflow dashboard", page_icon="🧪", layout="wide")
+    try:
+        settings = loader.settings_from_env()
+    except AbflowError as error:
+        st.error(f"Dashboard settings are invalid: {error}")
+        return
+    version, _ = _read_version(settings)
+    try:
+        overview = (
+            None if version is None else loader.cached_overview(str(settings.store_path), version, settings.alpha)
+        )
+    except AbflowError:
+        overview = None  # the page body says why
+    if overview is not None:
+        ids = tuple(r.id for r in overview.experiments)
+        st.session_state["_abflow_ids"] = ids
+    else:  # keep the sidebar (and the reader's place) while the store is momentarily unreadable
+        ids = st.session_state.get("_abflow_ids", ())
+
+    options = [ALL, *ids]
+    if st.session_state.get("experiment") not in options:
+        requested = st.query_params.get("experiment")
+        st.session_state["experiment"] = requested if requested in options else ALL
+    choice = st.sidebar.selectbox("Experiment", options, key="experiment")
+    if choice == ALL:
+        st.query_params.pop("experiment", None)
+    else:
+        st.query_params["experiment"] = choice
+    live = _is_live(overview, choice)
+    every = settings.refresh_s if live and settings.refresh_s > 0 else None
+    if every:
+        refresh_note = f"Auto-refresh every {settings.refresh_s:g} s (the data is live)."
+    elif settings.refresh_s <= 0:
+        refresh_note = "Auto-refresh off (--refresh 0)."
+    else:
+        refresh_note = "Auto-refresh paused: nothing shown here is running."
+    st.sidebar.caption(refresh_note)
+    st.fragment(run_every=every)(_body)(settings, choice, ids, live)
+
+
+main()

@@ -1,0 +1,181 @@
+"""Plotly figures of the dashboard, built from the report model (plain dicts), so they are pure and testable.
+
+Every figure states its scale on its axis: absolute lift in the metric's unit (percentage points for
+conversion, currency per user for revenue), relative lift as treatment / control − 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+__all__ = [
+    "METHOD_LABELS",
+    "forest_figure",
+    "funnel_figure",
+    "funnel_stages",
+    "lift_over_time_figure",
+    "score_histogram_figure",
+]
+
+METHOD_LABELS = {"fixed_horizon": "fixed-horizon", "sequential": "sequential (always valid)", "cuped": "CUPED"}
+_METHOD_COLOURS = {"fixed_horizon": "#1f77b4", "sequential": "#ff7f0e", "cuped": "#2ca02c"}
+_LAYOUT = {"template": "plotly_white", "margin": {"l": 10, "r": 10, "t": 50, "b": 10}}
+
+
+def _errors(point: float, ci: Sequence[float]) -> tuple[float, float]:
+    return ci[1] - point, point - ci[0]
+
+
+def forest_figure(results: Sequence[Mapping[str, Any]], metric: str) -> go.Figure:
+    """Interval plot of one metric: a row per arm × method, absolute lift (left) and relative lift (right).
+
+    `results` are the report model's `analysis.results` entries; rows whose estimate is undefined are left
+    out (the table beside the chart says why).
+    """
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        shared_yaxes=True,
+        horizontal_spacing=0.04,
+        subplot_titles=(
+            "absolute lift (treatment − control)",
+            "relative lift (treatment / control − 1)",
+        ),
+    )
+    for method, label in METHOD_LABELS.items():
+        for col, (point_key, ci_key) in enumerate((("abs_diff", "abs_ci"), ("rel_lift", "rel_ci")), start=1):
+            ys, xs, plus, minus = [], [], [], []
+            for r in results:
+                if r["metric"] != metric:
+                    continue
+                c = r[method]
+                if c.get(point_key) is None or not c.get(ci_key):
+                    continue
+                up, down = _errors(c[point_key], c[ci_key])
+                ys.append(f"{r['arm']} · {label}")
+                xs.append(c[point_key])
+                plus.append(up)
+                minus.append(down)
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=ys,
+                    mode="markers",
+                    marker={"size": 10, "color": _METHOD_COLOURS[method]},
+                    error_x={"type": "data", "symmetric": False, "array": plus, "arrayminus": minus},
+                    name=label,
+                    legendgroup=method,
+                    showlegend=col == 1,
+                ),
+                row=1,
+                col=col,
+            )
+        fig.add_vline(x=0, line_dash="dash", line_color="grey")
+    fig.update_xaxes(tickformat=".2%" if metric == "conversion" else ".3g", row=1, col=1)
+    fig.update_xaxes(tickformat=".1%", row=1, col=2)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(
+        title=f"{metric}: lift with {METHOD_LABELS['fixed_horizon']}, sequential and CUPED confidence intervals",
+        height=140 + 45 * max(1, len({r["arm"] for r in results if r["metric"] == metric}) * 3),
+        legend={"orientation": "h", "y": -0.15},
+        **_LAYOUT,
+    )
+    return fig
+
+
+def lift_over_time_figure(points: Sequence[Mapping[str, Any]], treatments: Sequence[str]) -> go.Figure:
+    """Cumulative relative lift of the primary metric per day, with fixed-horizon and always-valid CI bands."""
+    fig = go.Figure()
+    for arm in treatments:
+        series = [p for p in points if p["arm"] == arm and p["rel_lift"] is not None]
+        for key, name, colour in (
+            ("rel_ci_sequential", "always-valid CI", "rgba(255,127,14,0.15)"),
+            ("rel_ci", "95% CI (fixed-horizon)", "rgba(31,119,180,0.25)"),
+        ):
+            band = [(p["date"], p[key]) for p in series if p[key]]
+            if not band:
+                continue
+            dates = [d for d, _ in band]
+            fig.add_trace(
+                go.Scatter(
+                    x=dates + dates[::-1],
+                    y=[ci[1] for _, ci in band] + [ci[0] for _, ci in band][::-1],
+                    fill="toself",
+                    fillcolor=colour,
+                    line={"width": 0},
+                    name=f"{arm}: {name}",
+                    hoverinfo="skip",
+                )
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=[p["date"] for p in series],
+                y=[p["rel_lift"] for p in series],
+                mode="lines+markers",
+                name=f"{arm}: relative lift",
+            )
+        )
+    fig.add_hline(y=0, line_dash="dash", line_color="grey")
+    fig.update_layout(
+        title="Cumulative relative lift of the primary metric",
+        xaxis_title="day (UTC)",
+        yaxis_title="treatment / control − 1",
+        yaxis_tickformat=".0%",
+        height=380,
+        **_LAYOUT,
+    )
+    return fig
+
+
+def score_histogram_figure(histogram: Sequence[Sequence[float]], threshold: float | None) -> go.Figure:
+    """Model scores of treatment decisions in equal bins over [0, 1], with the show threshold marked."""
+    centres = [(lo + hi) / 2 for lo, hi, _ in histogram]
+    counts = [int(n) for _, _, n in histogram]
+    width = (histogram[0][1] - histogram[0][0]) if histogram else 0.05
+    fig = go.Figure(go.Bar(x=centres, y=counts, width=width * 0.95, marker_color="#6f42c1", name="decisions"))
+    if threshold is not None:
+        fig.add_vline(
+            x=threshold,
+            line_dash="dash",
+            line_color="#cf222e",
+            annotation_text=f"show ≥ {threshold:g}",
+            annotation_position="bottom right",
+        )
+    fig.update_layout(
+        title="Treatment scores (model P(show))",
+        xaxis_title="score",
+        yaxis_title="decisions",
+        xaxis_range=[0, 1],
+        height=320,
+        **_LAYOUT,
+    )
+    return fig
+
+
+def funnel_stages(funnel: Mapping[str, Mapping[str, int]]) -> list[tuple[str, int]]:
+    """Totals over all variants: sessions decided → customers assigned → customers scored → customers shown."""
+    return [
+        ("sessions", sum(v["decisions"] for v in funnel.values())),
+        ("assigned", sum(v["customers"] for v in funnel.values())),
+        ("scored", sum(v.get("scored", 0) for v in funnel.values())),
+        ("shown", sum(v["shown"] for v in funnel.values())),
+    ]
+
+
+def funnel_figure(funnel: Mapping[str, Mapping[str, int]]) -> go.Figure:
+    """The decision funnel (totals over all variants; control customers are never scored)."""
+    stages = funnel_stages(funnel)
+    fig = go.Figure(
+        go.Funnel(
+            y=[name for name, _ in stages],
+            x=[n for _, n in stages],
+            texttemplate="%{value:,}<br>%{percentInitial:.0%}",
+            marker={"color": ["#0969da", "#1f77b4", "#6f42c1", "#2ca02c"]},
+        )
+    )
+    fig.update_layout(title="Decision funnel", height=320, **_LAYOUT)
+    return fig
