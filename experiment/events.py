@@ -1,0 +1,319 @@
+"""The one schema module: every event abflow puts on Kafka, with pure validation and JSON builders.
+
+Why one module: the simulator writes `sessions`/`outcomes`, the Flink job reads them and writes `assignments`,
+`attributed-outcomes` and `dead-letter`, and the collector reads those. If each part kept its own idea of a field,
+a rename would silently split the system. Everything here is pure (no Kafka, no Flink), so the job can call it per
+record and the tests can pin every rejection reason.
+
+Validation is strict because a bad record must never become a decision: a record that fails goes to
+`dead-letter` with the exact reason produced here (DESIGN.md, "Events"). Reasons name the field, what was expected
+and what was found, e.g. ``field 'ts' must be an integer (epoch ms), got str``.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from experiment.errors import DataValidationError
+
+__all__ = [
+    "BASE_FEATURES",
+    "DEFAULT_CATEGORIES",
+    "DEFAULT_MAX_BYTES",
+    "InvalidEvent",
+    "Outcome",
+    "Session",
+    "assignment_record",
+    "attributed_outcome_record",
+    "dead_letter_record",
+    "default_feature_names",
+    "feature_names_for",
+    "outcome_json",
+    "parse_outcome",
+    "parse_session",
+    "session_json",
+    "to_json",
+]
+
+#: Demographic features every session carries, before the purchase counts `cat1..catK`.
+BASE_FEATURES: tuple[str, ...] = ("age", "man", "woman")
+#: Number of product categories in the seed's layout (data.generator writes the same).
+DEFAULT_CATEGORIES = 60
+#: Largest accepted message; a session with 60 counts is well under 2 KiB.
+DEFAULT_MAX_BYTES = 16_384
+
+_SESSION_FIELDS = frozenset({"event_id", "customer_id", "ts", "features"})
+_OUTCOME_FIELDS = frozenset({"event_id", "customer_id", "ts", "type", "category", "revenue"})
+_OUTCOME_TYPES = frozenset({"purchase"})
+_CATEGORY = re.compile(r"cat[1-9][0-9]*")
+
+
+class InvalidEvent(DataValidationError):
+    """A record that does not follow its schema; `reason` is the exact, human-readable cause."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A visit: who, when (epoch ms) and the features the model scores (`age`, `man`, `woman`, `cat1..catK`)."""
+
+    event_id: str
+    customer_id: str
+    ts: int
+    features: dict[str, float]
+    #: Sum of the purchase counts `cat1..catK`: the session's part of the CUPED covariate.
+    purchases: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A purchase: who, when (epoch ms), in which category and for how much revenue (currency units)."""
+
+    event_id: str
+    customer_id: str
+    ts: int
+    type: Literal["purchase"]
+    category: str
+    revenue: float
+
+
+def default_feature_names(categories: int = DEFAULT_CATEGORIES) -> tuple[str, ...]:
+    """`age`, `man`, `woman`, `cat1` … `cat{categories}`: the seed's feature layout."""
+    if categories < 1:
+        raise InvalidEvent(f"categories must be >= 1, got {categories}")
+    return (*BASE_FEATURES, *(f"cat{i}" for i in range(1, categories + 1)))
+
+
+def feature_names_for(names: Iterable[str]) -> tuple[str, ...]:
+    """Validate a feature list (e.g. a model's) and return it as a tuple, for `parse_session`."""
+    result = tuple(names)
+    if len(set(result)) != len(result):
+        raise InvalidEvent(f"feature names contain duplicates: {sorted(result)}")
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Parsing (the edge: bytes in, typed event or InvalidEvent out)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _decode(raw: bytes, max_bytes: int, kind: str) -> dict[str, Any]:
+    if len(raw) > max_bytes:
+        raise InvalidEvent(f"oversized payload: {len(raw)} bytes > max_bytes={max_bytes}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(f"payload is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidEvent(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise InvalidEvent("invalid JSON: nested too deeply") from None
+    if not isinstance(value, dict):
+        raise InvalidEvent(f"a {kind} must be a JSON object, got {_type_name(value)}")
+    return value
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    return type(value).__name__
+
+
+def _check_fields(obj: Mapping[str, Any], expected: frozenset[str], kind: str) -> None:
+    missing = expected - obj.keys()
+    if missing:
+        raise InvalidEvent(f"{kind} is missing field(s): {', '.join(sorted(missing))}")
+    extra = obj.keys() - expected
+    if extra:
+        raise InvalidEvent(f"{kind} has unexpected field(s): {', '.join(sorted(extra))}")
+
+
+def _string(obj: Mapping[str, Any], name: str) -> str:
+    value = obj[name]
+    if not isinstance(value, str):
+        raise InvalidEvent(f"field '{name}' must be a string, got {_type_name(value)}")
+    if not value:
+        raise InvalidEvent(f"field '{name}' must not be empty")
+    return value
+
+
+def _epoch_ms(obj: Mapping[str, Any], name: str) -> int:
+    value = obj[name]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidEvent(f"field '{name}' must be an integer (epoch ms), got {_type_name(value)}")
+    if value < 0:
+        raise InvalidEvent(f"field '{name}' must be >= 0 (epoch ms), got {value}")
+    return value
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidEvent(f"{where} must be a number, got {_type_name(value)}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidEvent(f"{where} must be finite, got {value}")
+    return number
+
+
+@functools.lru_cache(maxsize=16)
+def _count_flags(feature_names: tuple[str, ...]) -> tuple[tuple[str, bool], ...]:
+    """(name, is a purchase count) per feature, computed once per feature list."""
+    return tuple((name, bool(_CATEGORY.fullmatch(name))) for name in feature_names)
+
+
+def parse_session(
+    raw: bytes, *, feature_names: Sequence[str], max_bytes: int = DEFAULT_MAX_BYTES
+) -> Session:
+    """Validate one `sessions` message; raise `InvalidEvent` with the exact reason.
+
+    `features` must hold exactly `feature_names` (an unknown key such as `cat99` or a missing one is an error, so
+    that a model never scores a silently zero-filled feature); every value is a finite number >= 0 (counts and
+    indicators cannot be negative, nor can an age).
+    """
+    obj = _decode(raw, max_bytes, "session")
+    _check_fields(obj, _SESSION_FIELDS, "session")
+    event_id = _string(obj, "event_id")
+    customer_id = _string(obj, "customer_id")
+    ts = _epoch_ms(obj, "ts")
+    features_obj = obj["features"]
+    if not isinstance(features_obj, dict):
+        raise InvalidEvent(f"field 'features' must be an object, got {_type_name(features_obj)}")
+    if len(features_obj) != len(feature_names) or not all(name in features_obj for name in feature_names):
+        unknown = features_obj.keys() - set(feature_names)
+        if unknown:
+            raise InvalidEvent(f"unknown feature key(s): {', '.join(sorted(unknown))}")
+        missing = [name for name in feature_names if name not in features_obj]
+        raise InvalidEvent(f"missing feature key(s): {', '.join(missing)}")
+    # Hot path (every session): one pass, no per-value function call; the slow path names the bad value.
+    features: dict[str, float] = {}
+    purchases = 0.0
+    for name, is_count in _count_flags(tuple(feature_names)):
+        value = features_obj[name]
+        kind = type(value)
+        if (kind is float or kind is int) and 0 <= value < math.inf:
+            features[name] = float(value)
+            if is_count:
+                purchases += value
+            continue
+        number = _number(value, f"feature '{name}'")
+        raise InvalidEvent(f"feature '{name}' must be >= 0 (a count or indicator), got {number:g}")
+    return Session(event_id=event_id, customer_id=customer_id, ts=ts, features=features, purchases=int(purchases))
+
+
+def parse_outcome(
+    raw: bytes, *, categories: int | None = None, max_bytes: int = DEFAULT_MAX_BYTES
+) -> Outcome:
+    """Validate one `outcomes` message; raise `InvalidEvent` with the exact reason.
+
+    `type` must be "purchase" and `revenue` a finite number >= 0. `category` must be a category key `catN`; with
+    `categories` given, also N <= categories. The job passes None: an experiment tests a *new* category (e.g.
+    `cat61` when sessions carry `cat1..cat60`), and purchases in it are exactly the outcomes that matter.
+    """
+    obj = _decode(raw, max_bytes, "outcome")
+    _check_fields(obj, _OUTCOME_FIELDS, "outcome")
+    event_id = _string(obj, "event_id")
+    customer_id = _string(obj, "customer_id")
+    ts = _epoch_ms(obj, "ts")
+    kind = _string(obj, "type")
+    if kind not in _OUTCOME_TYPES:
+        raise InvalidEvent(f"field 'type' must be one of {sorted(_OUTCOME_TYPES)}, got {kind!r}")
+    category = _string(obj, "category")
+    if not _CATEGORY.fullmatch(category):
+        raise InvalidEvent(f"unknown category key {category!r} (expected catN, N >= 1)")
+    if categories is not None and int(category[3:]) > categories:
+        raise InvalidEvent(f"unknown category key {category!r} (expected cat1..cat{categories})")
+    revenue = _number(obj["revenue"], "field 'revenue'")
+    if revenue < 0:
+        raise InvalidEvent(f"field 'revenue' must be >= 0, got {obj['revenue']}")
+    return Outcome(event_id=event_id, customer_id=customer_id, ts=ts, type="purchase", category=category,
+                   revenue=revenue)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Builders (typed values in, the exact JSON objects of DESIGN.md out)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def to_json(record: Mapping[str, Any]) -> str:
+    """Compact JSON with sorted keys: one object per Kafka message, stable bytes for the same record."""
+    return json.dumps(record, separators=(",", ":"), sort_keys=True, allow_nan=False)
+
+
+def session_json(event_id: str, customer_id: str, ts: int, features: Mapping[str, float]) -> str:
+    """A `sessions` message (what the simulator and the website send)."""
+    return to_json({"event_id": event_id, "customer_id": customer_id, "ts": ts, "features": dict(features)})
+
+
+def outcome_json(event_id: str, customer_id: str, ts: int, category: str, revenue: float) -> str:
+    """An `outcomes` message of type purchase."""
+    return to_json({"event_id": event_id, "customer_id": customer_id, "ts": ts, "type": "purchase",
+                    "category": category, "revenue": revenue})
+
+
+def assignment_record(
+    *,
+    event_id: str,
+    experiment_id: str,
+    experiment_version: int,
+    customer_id: str,
+    variant: str,
+    score: float | None,
+    decision: Literal["show", "hide"],
+    model_version: str | None,
+    first_exposure: bool,
+    event_ts: int,
+    decided_ts: int,
+    pre_period_purchases: int,
+) -> dict[str, Any]:
+    """An `assignments` record: one per (session, running experiment); `score` is None for the control."""
+    return {
+        "event_id": event_id, "experiment_id": experiment_id, "experiment_version": experiment_version,
+        "customer_id": customer_id, "variant": variant, "score": score, "decision": decision,
+        "model_version": model_version, "first_exposure": first_exposure, "event_ts": event_ts,
+        "decided_ts": decided_ts, "pre_period_purchases": pre_period_purchases,
+    }
+
+
+def attributed_outcome_record(
+    *, experiment_id: str, customer_id: str, variant: str, outcome: Outcome, exposure_ts: int
+) -> dict[str, Any]:
+    """An `attributed-outcomes` record for an outcome at or after the customer's first exposure."""
+    return {
+        "experiment_id": experiment_id, "customer_id": customer_id, "variant": variant,
+        "outcome_event_id": outcome.event_id, "event_id": outcome.event_id, "ts": outcome.ts,
+        "converted": outcome.type == "purchase", "revenue": outcome.revenue,
+        "seconds_since_exposure": (outcome.ts - exposure_ts) / 1000.0,
+    }
+
+
+def dead_letter_record(
+    *, source_topic: str, partition: int, offset: int, raw: bytes | None, error: str
+) -> dict[str, Any]:
+    """A `dead-letter` record: the source position, the whole raw value (base64 when not UTF-8) and the reason."""
+    if raw is None:
+        text, encoding = None, "utf-8"
+    else:
+        try:
+            text, encoding = raw.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            text, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+    return {"source_topic": source_topic, "partition": partition, "offset": offset, "raw": text,
+            "raw_encoding": encoding, "error": error}

@@ -1,0 +1,57 @@
+"""What the decision job needs to know about one experiment, taken from its definition on the `experiments` topic.
+
+Why a separate, frozen view: the job reads each definition once (when it arrives on the broadcast stream) and then
+consults it for every session, so the view holds exactly the fields the hot path uses, already in the shape
+`experiment.assignment.assign` wants. Definitions are validated by `experiment.definition` (the control plane's one
+schema); a value that fails there is skipped and counted, never fatal (CONTRACTS.md §1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from experiment.definition import ExperimentDefinition
+
+__all__ = ["ExperimentView", "parse_definition"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentView:
+    """The decision-relevant part of one version of an experiment definition."""
+
+    id: str
+    version: int
+    status: str
+    salt: str
+    traffic: float
+    weights: tuple[tuple[str, float], ...]
+    control: str
+    threshold: float
+    pmml_path: str
+    model_version: str
+    features: tuple[str, ...]
+    attribution_window_ms: int
+
+    @property
+    def is_running(self) -> bool:
+        """Only running experiments assign sessions; paused, stopped and draft ones are counted instead."""
+        return self.status == "running"
+
+
+def parse_definition(text: str | bytes) -> ExperimentView:
+    """Validate a definition with the control plane's schema (raises `ExperimentError`) and keep what the job uses."""
+    definition = ExperimentDefinition.from_json(text)
+    return ExperimentView(
+        id=definition.id,
+        version=definition.version,
+        status=definition.status,
+        salt=definition.salt,
+        traffic=definition.traffic,
+        weights=tuple(definition.weights()),
+        control=definition.control,
+        threshold=definition.threshold,
+        pmml_path=definition.model.pmml_path,
+        model_version=definition.model.model_version,
+        features=tuple(definition.model.features),
+        attribution_window_ms=definition.attribution_window_s * 1000,
+    )

@@ -1,0 +1,495 @@
+"""The job's Python function: validate raw Kafka records, decide per customer, attribute outcomes.
+
+`DecideFunction` is a `KeyedBroadcastProcessFunction`: its keyed input is the raw `sessions`/`outcomes` records
+(`Row(raw, topic, partition, offset)`, keyed in Java by the Kafka message key = customer id), its broadcast input
+the experiment definitions. All Python work happens in this one operator, so a record crosses the Java/Python
+boundary once in and once out (the speed floor depends on it). Per record it
+
+- validates with `experiment.events`; a bad record (any reason, including an unexpected exception) becomes a
+  `dead-letter` record with its source topic/partition/offset, the whole raw value and the exact reason; the job
+  never fails on a record;
+- for a session and each *running* experiment: assigns with the pure `experiment.assignment.assign`; the control
+  gets "hide" and is never scored; treatment arms are scored with the experiment's verified PMML scorer and shown
+  when score >= threshold. One `assignments` record per (session, running experiment). Keyed state remembers the
+  customer's first exposure per experiment (variant, event time, pre-period purchases);
+- for an outcome: attributes it to each experiment whose first exposure precedes it within the attribution
+  window. Outcomes that arrive before an exposure are held for `hold_ms` (processing-time timers) in case the
+  exposure is merely late; purchases seen before a first exposure feed its CUPED covariate
+  (`pre_period_purchases`).
+
+Speed (see README "pipeline"): in thread mode every state access and every Flink metric call is a JNI call costing
+tens of microseconds, so each customer's state is ONE pickled value (read at most once per record, written only
+when it changes) behind a write-through cache, and metrics are counted in Python and flushed to Flink counters
+once a second. The cache is safe because a key belongs to exactly one subtask and only this function writes its
+state; after a restore or rescale `open()` starts with an empty cache and reads state again.
+
+Outputs are `Row(topic, key, value)` so one exactly-once Kafka sink writes all three output topics.
+Resources (state handles, metric groups, scorers) are acquired in `open()` or, for a model version first seen on
+the broadcast stream, when its definition arrives; never per record and never in `__init__`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyflink.common import Row, Time, Types
+from pyflink.datastream.functions import KeyedBroadcastProcessFunction, RuntimeContext
+from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
+
+from experiment import events
+from experiment.assignment import assign
+from flink_pipeline.experiments import ExperimentView, parse_definition
+
+__all__ = [
+    "EXPERIMENTS_STATE",
+    "OUTPUT_TYPE",
+    "RAW_TYPE",
+    "DecideFunction",
+    "Topics",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Row(topic, key, value): what the Kafka sink writes (value is the JSON text of the record).
+OUTPUT_TYPE = Types.ROW_NAMED(["topic", "k", "v"], [Types.STRING(), Types.STRING(), Types.STRING()])
+#: Row(raw, src_topic, src_partition, src_offset): one Kafka record as the table source delivers it.
+RAW_TYPE = Types.ROW_NAMED(["raw", "src_topic", "src_partition", "src_offset"],
+                           [Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.STRING(), Types.INT(), Types.LONG()])
+#: Broadcast state: experiment id -> latest definition JSON (the JSON, so a restored job re-validates it).
+EXPERIMENTS_STATE = MapStateDescriptor("experiments", Types.STRING(), Types.STRING())
+
+#: Per-experiment counters (Flink metric `abflow.experiment.<id>.<name>`); variants add `assigned_<variant>`.
+EXPERIMENT_COUNTERS = (
+    "sessions", "not_in_traffic", "sessions_skipped_paused", "sessions_skipped_stopped", "sessions_skipped_draft",
+    "scored", "shown", "first_exposures", "outcomes_attributed", "late_outcomes", "outcomes_outside_window",
+    "outcomes_before_exposure", "model_errors",
+)
+#: Job-wide counters (Flink metric `abflow.<name>`).
+JOB_COUNTERS = (
+    "sessions", "outcomes", "dead_lettered_sessions", "dead_lettered_outcomes", "dead_lettered_other",
+    "sessions_no_running_experiment", "orphan_outcomes_held", "orphan_outcomes_expired", "definitions_applied",
+    "definitions_rejected",
+)
+_CACHE_LIMIT = 200_000
+_FLUSH_EVERY_S = 1.0
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Physical topic names (prefix applied) of the job's inputs and outputs."""
+
+    sessions: str
+    outcomes: str
+    experiments: str
+    assignments: str
+    attributed_outcomes: str
+    dead_letter: str
+
+
+@dataclass
+class _Exposure:
+    """A customer's first exposure to one experiment."""
+
+    variant: str
+    ts: int
+    pre_period_purchases: int
+
+
+@dataclass
+class _Held:
+    """An outcome kept because some running experiment had not exposed the customer yet."""
+
+    outcome: events.Outcome
+    expires_at: int
+    attributed_to: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Customer:
+    """Everything the job keeps per customer: one value, so one state read per record."""
+
+    exposures: dict[str, _Exposure] = field(default_factory=dict)
+    #: Purchases seen (and no longer held) before any later first exposure: part of the CUPED covariate.
+    purchases: int = 0
+    held: list[_Held] = field(default_factory=list)
+
+
+class _Metrics:
+    """Counts in Python, flushed to Flink counters once a second (a Flink counter call costs a JNI hop)."""
+
+    def __init__(self, group: Any) -> None:
+        self._group = group
+        self._job_counters = {name: group.counter(name) for name in JOB_COUNTERS}
+        self._exp_groups: dict[str, Any] = {}
+        self._exp_counters: dict[tuple[str, str], Any] = {}
+        self.pending: Counter[tuple[str, str]] = Counter()
+        self.totals: Counter[tuple[str, str]] = Counter()
+        self._last_flush = time.monotonic()
+        self._last_log = time.monotonic()
+
+    def job(self, name: str, n: int = 1) -> None:
+        self.pending[("", name)] += n
+
+    def exp(self, exp_id: str, name: str, n: int = 1) -> None:
+        self.pending[(exp_id, name)] += n
+
+    def maybe_flush(self, log_every_s: float) -> None:
+        now = time.monotonic()
+        if now - self._last_flush >= _FLUSH_EVERY_S:
+            self.flush()
+        if now - self._last_log >= log_every_s:
+            self._last_log = now
+            self.log()
+
+    def flush(self) -> None:
+        self._last_flush = time.monotonic()
+        for (exp_id, name), n in self.pending.items():
+            self._counter(exp_id, name).inc(n)
+        self.totals.update(self.pending)
+        self.pending.clear()
+
+    def log(self) -> None:
+        by_exp: dict[str, list[str]] = {}
+        for (exp_id, name), n in sorted(self.totals.items()):
+            by_exp.setdefault(exp_id, []).append(f"{name}={n}")
+        for exp_id, parts in by_exp.items():
+            if exp_id:
+                logger.info("experiment metrics experiment_id=%s %s", exp_id, " ".join(parts))
+            else:
+                logger.info("job metrics %s", " ".join(parts))
+
+    def _counter(self, exp_id: str, name: str) -> Any:
+        if not exp_id:
+            counter = self._job_counters.get(name)
+            if counter is None:
+                counter = self._job_counters[name] = self._group.counter(name)
+            return counter
+        counter = self._exp_counters.get((exp_id, name))
+        if counter is None:
+            group = self._exp_groups.get(exp_id)
+            if group is None:
+                group = self._exp_groups[exp_id] = self._group.add_group("experiment", exp_id)
+            counter = self._exp_counters[(exp_id, name)] = group.counter(name)
+        return counter
+
+
+class DecideFunction(KeyedBroadcastProcessFunction):
+    """Per-customer decisions and outcome attribution, driven by the broadcast experiment definitions."""
+
+    def __init__(
+        self,
+        topics: Topics,
+        *,
+        feature_names: tuple[str, ...],
+        max_bytes: int,
+        hold_ms: int,
+        state_ttl_ms: int,
+        reference_rows: str | None,
+        scorer_fallback: bool,
+        log_every_s: float = 30.0,
+    ) -> None:
+        self._topics = topics
+        self._feature_names = feature_names
+        self._max_bytes = max_bytes
+        self._hold_ms = hold_ms
+        self._state_ttl_ms = state_ttl_ms
+        self._reference_rows = reference_rows
+        self._scorer_fallback = scorer_fallback
+        self._log_every_s = log_every_s
+        # Runtime-only attributes, filled in open().
+        self._state: Any = None
+        self._cache: dict[str, _Customer] = {}
+        self._views: dict[str, ExperimentView] = {}
+        self._views_loaded = False
+        self._scorers: dict[str, Any] = {}
+        self._broken_models: dict[str, str] = {}
+        self._metrics: _Metrics | None = None
+        self._dead_counter_names: dict[str, str] = {}
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        """Create the keyed state (with TTL), the cache and the metric groups."""
+        ttl = (
+            StateTtlConfig.new_builder(Time.milliseconds(self._state_ttl_ms))
+            .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
+            .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
+            .build()
+        )
+        descriptor = ValueStateDescriptor("customer", Types.PICKLED_BYTE_ARRAY())
+        descriptor.enable_time_to_live(ttl)
+        self._state = runtime_context.get_state(descriptor)
+        self._cache = {}
+        self._views = {}
+        self._views_loaded = False
+        self._metrics = _Metrics(runtime_context.get_metrics_group().add_group("abflow"))
+        self._dead_counter_names = {
+            self._topics.sessions: "dead_lettered_sessions",
+            self._topics.outcomes: "dead_lettered_outcomes",
+        }
+
+    def close(self) -> None:
+        """Flush the last counts so that a finished bounded run reports everything."""
+        if self._metrics is not None:
+            self._metrics.flush()
+            self._metrics.log()
+
+    # -- broadcast side: experiment definitions ----------------------------------------------------------------
+
+    def process_broadcast_element(self, value: Row, ctx: KeyedBroadcastProcessFunction.Context) -> None:
+        """Store the newest version of a definition; malformed or stale values are counted and skipped."""
+        raw, topic, partition, offset = value[0], value[1], value[2], value[3]
+        where = f"topic={topic} partition={partition} offset={offset}"
+        assert self._metrics is not None
+        if raw is None:
+            self._metrics.job("definitions_rejected")
+            logger.warning("experiment tombstone skipped %s", where)
+            return
+        try:
+            text = bytes(raw).decode("utf-8")
+            view = parse_definition(text)
+        except Exception as exc:  # a bad definition must never fail the job
+            self._metrics.job("definitions_rejected")
+            logger.error("experiment definition rejected %s reason=%s", where, exc)
+            return
+        self._ensure_views(ctx)
+        current = self._views.get(view.id)
+        if current is not None and current.version > view.version:
+            logger.warning("stale experiment definition skipped experiment_id=%s version=%d current=%d %s",
+                           view.id, view.version, current.version, where)
+            return
+        ctx.get_broadcast_state(EXPERIMENTS_STATE).put(view.id, text)
+        self._views[view.id] = view
+        self._metrics.job("definitions_applied")
+        logger.info("experiment definition applied experiment_id=%s version=%d status=%s traffic=%s weights=%s",
+                    view.id, view.version, view.status, view.traffic, view.weights)
+        if view.is_running:
+            self._scorer(view)  # load and verify the model now, not on the first session
+
+    def _ensure_views(self, ctx: Any) -> None:
+        """After a restore the broadcast state is back but this object's cache is empty: rebuild it once."""
+        if self._views_loaded:
+            return
+        self._views_loaded = True
+        for exp_id, text in ctx.get_broadcast_state(EXPERIMENTS_STATE).items():
+            if exp_id not in self._views:
+                try:
+                    self._views[exp_id] = parse_definition(text)
+                except Exception as exc:  # a bad definition must never fail the job
+                    logger.error("restored experiment definition rejected experiment_id=%s reason=%s", exp_id, exc)
+
+    # -- keyed side: sessions and outcomes ---------------------------------------------------------------------
+
+    def process_element(self, value: Row, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> Any:
+        """Validate one raw record; decide for a session, attribute an outcome, dead-letter anything bad."""
+        raw, topic, partition, offset = value[0], value[1], value[2], value[3]
+        metrics = self._metrics
+        assert metrics is not None
+        try:
+            if raw is None:
+                raise events.InvalidEvent("null payload (tombstone) on an event topic")
+            raw = bytes(raw)
+            if topic == self._topics.sessions:
+                session = events.parse_session(raw, feature_names=self._feature_names, max_bytes=self._max_bytes)
+                self._check_key(session.customer_id, ctx)
+                self._ensure_views(ctx)
+                yield from self._on_session(session)
+            elif topic == self._topics.outcomes:
+                outcome = events.parse_outcome(raw, max_bytes=self._max_bytes)
+                self._check_key(outcome.customer_id, ctx)
+                self._ensure_views(ctx)
+                yield from self._on_outcome(outcome, ctx)
+            else:
+                raise events.InvalidEvent(f"record from unexpected topic {topic!r}")
+        except events.InvalidEvent as exc:
+            yield self._dead_letter(raw, topic, partition, offset, exc.reason)
+        except Exception as exc:  # a record must never fail the job; keep the reason
+            logger.exception("unexpected error topic=%s partition=%s offset=%s", topic, partition, offset)
+            yield self._dead_letter(raw, topic, partition, offset, f"unexpected {type(exc).__name__}: {exc}")
+        metrics.maybe_flush(self._log_every_s)
+
+    @staticmethod
+    def _check_key(customer_id: str, ctx: Any) -> None:
+        """The stream is keyed by the message key; a record whose customer_id differs would corrupt another key."""
+        key = ctx.get_current_key()
+        if key != customer_id:
+            raise events.InvalidEvent(f"customer_id {customer_id!r} does not match the message key {key!r}")
+
+    def _dead_letter(self, raw: bytes | None, topic: str, partition: int, offset: int, reason: str) -> Row:
+        assert self._metrics is not None
+        self._metrics.job(self._dead_counter_names.get(topic, "dead_lettered_other"))
+        logger.warning("dead letter topic=%s partition=%s offset=%s reason=%s", topic, partition, offset, reason)
+        record = events.dead_letter_record(source_topic=topic, partition=partition, offset=offset, raw=raw,
+                                           error=reason)
+        return Row(self._topics.dead_letter, f"{topic}/{partition}/{offset}", events.to_json(record))
+
+    def _load(self, customer_id: str) -> _Customer:
+        customer = self._cache.get(customer_id)
+        if customer is None:
+            customer = self._state.value() or _Customer()
+            self._remember(customer_id, customer)
+        return customer
+
+    def _save(self, customer_id: str, customer: _Customer) -> None:
+        self._state.update(customer)  # PICKLED_BYTE_ARRAY: PyFlink pickles the object itself
+        self._remember(customer_id, customer)
+
+    def _remember(self, customer_id: str, customer: _Customer) -> None:
+        if len(self._cache) >= _CACHE_LIMIT:
+            del self._cache[next(iter(self._cache))]
+        self._cache[customer_id] = customer
+
+    def _on_session(self, session: events.Session) -> Any:
+        metrics = self._metrics
+        assert metrics is not None
+        metrics.job("sessions")
+        customer: _Customer | None = None
+        changed = False
+        running = 0
+        decided_ts = int(time.time() * 1000)
+        for view in self._views.values():
+            if not view.is_running:
+                metrics.exp(view.id, f"sessions_skipped_{view.status}")
+                continue
+            running += 1
+            metrics.exp(view.id, "sessions")
+            variant = assign(view.salt, session.customer_id, view.traffic, view.weights)
+            if variant is None:
+                metrics.exp(view.id, "not_in_traffic")
+                continue
+            score: float | None = None
+            model_version: str | None = None
+            decision = "hide"
+            if variant != view.control:
+                scorer = self._scorer(view)
+                if scorer is None:
+                    metrics.exp(view.id, "model_errors")
+                    continue
+                score = float(scorer.score_one(session.features))
+                model_version = view.model_version
+                metrics.exp(view.id, "scored")
+                if score >= view.threshold:
+                    decision = "show"
+                    metrics.exp(view.id, "shown")
+            if customer is None:
+                customer = self._load(session.customer_id)
+            exposure = customer.exposures.get(view.id)
+            first = exposure is None
+            if exposure is None:
+                exposure = _Exposure(variant, session.ts, session.purchases + self._pre_period(customer, session.ts))
+                customer.exposures[view.id] = exposure
+                changed = True
+                metrics.exp(view.id, "first_exposures")
+            metrics.exp(view.id, f"assigned_{variant}")
+            record = events.assignment_record(
+                event_id=session.event_id, experiment_id=view.id, experiment_version=view.version,
+                customer_id=session.customer_id, variant=variant, score=score, decision=decision,
+                model_version=model_version, first_exposure=first, event_ts=session.ts, decided_ts=decided_ts,
+                pre_period_purchases=exposure.pre_period_purchases,
+            )
+            yield Row(self._topics.assignments, session.customer_id, events.to_json(record))
+            if first:
+                yield from self._attribute_held(view, exposure, customer)
+        if running == 0:
+            metrics.job("sessions_no_running_experiment")
+        if changed and customer is not None:
+            self._save(session.customer_id, customer)
+
+    @staticmethod
+    def _pre_period(customer: _Customer, exposure_ts: int) -> int:
+        """Purchases this job saw from the customer before `exposure_ts` (the CUPED covariate's stream part)."""
+        return customer.purchases + sum(1 for item in customer.held if item.outcome.ts < exposure_ts)
+
+    def _attribute_held(self, view: ExperimentView, exposure: _Exposure, customer: _Customer) -> Any:
+        """A first exposure arrived after some outcomes: attribute the held ones that follow it."""
+        for item in customer.held:
+            if self._in_window(view, exposure, item.outcome):
+                item.attributed_to.add(view.id)
+                assert self._metrics is not None
+                self._metrics.exp(view.id, "late_outcomes")
+                yield self._attributed(view, exposure, item.outcome)
+
+    @staticmethod
+    def _in_window(view: ExperimentView, exposure: _Exposure, outcome: events.Outcome) -> bool:
+        return exposure.ts <= outcome.ts <= exposure.ts + view.attribution_window_ms
+
+    def _attributed(self, view: ExperimentView, exposure: _Exposure, outcome: events.Outcome) -> Row:
+        assert self._metrics is not None
+        self._metrics.exp(view.id, "outcomes_attributed")
+        record = events.attributed_outcome_record(experiment_id=view.id, customer_id=outcome.customer_id,
+                                                  variant=exposure.variant, outcome=outcome, exposure_ts=exposure.ts)
+        return Row(self._topics.attributed_outcomes, outcome.customer_id, events.to_json(record))
+
+    def _on_outcome(self, outcome: events.Outcome, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> Any:
+        metrics = self._metrics
+        assert metrics is not None
+        metrics.job("outcomes")
+        customer = self._load(outcome.customer_id)
+        attributed: set[str] = set()
+        for exp_id, exposure in customer.exposures.items():
+            view = self._views.get(exp_id)
+            if view is None:
+                continue
+            if self._in_window(view, exposure, outcome):
+                attributed.add(exp_id)
+                yield self._attributed(view, exposure, outcome)
+            elif outcome.ts > exposure.ts:
+                metrics.exp(exp_id, "outcomes_outside_window")
+            else:
+                metrics.exp(exp_id, "outcomes_before_exposure")
+        running = [v.id for v in self._views.values() if v.is_running]
+        if not running or any(exp_id not in customer.exposures for exp_id in running):
+            # Some running experiment has not exposed this customer (yet), or no definition has arrived yet (job
+            # start-up): hold the outcome for a bounded time in case the exposure is only late.
+            now = ctx.timer_service().current_processing_time()
+            customer.held.append(_Held(outcome, now + self._hold_ms, attributed))
+            ctx.timer_service().register_processing_time_timer(now + self._hold_ms)
+            if not customer.exposures:
+                metrics.job("orphan_outcomes_held")
+        else:
+            customer.purchases += 1
+        self._save(outcome.customer_id, customer)
+
+    def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext) -> Any:
+        """Release held outcomes whose hold time is over; from now on they count only as pre-period purchases."""
+        customer_id = ctx.get_current_key()
+        customer = self._load(customer_id)
+        expired = [item for item in customer.held if item.expires_at <= timestamp]
+        if expired:
+            customer.held = [item for item in customer.held if item.expires_at > timestamp]
+            customer.purchases += len(expired)
+            orphans = sum(1 for item in expired if not item.attributed_to)
+            if orphans:
+                assert self._metrics is not None
+                self._metrics.job("orphan_outcomes_expired", orphans)
+                logger.info("held outcomes expired unattributed customer_id=%s count=%d", customer_id, orphans)
+            self._save(customer_id, customer)
+        yield from ()
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+
+    def _scorer(self, view: ExperimentView) -> Any:
+        """The verified scorer of the experiment's model version, loaded once per version per task."""
+        scorer = self._scorers.get(view.model_version)
+        if scorer is not None:
+            return scorer
+        if view.model_version in self._broken_models:
+            return None
+        from flink_pipeline.scoring import load_verified_scorer
+
+        try:
+            scorer = load_verified_scorer(view.pmml_path, view.model_version, self._reference_rows,
+                                          fallback=self._scorer_fallback)
+        except Exception as exc:  # a broken model stops that experiment's treatment, not the job
+            self._broken_models[view.model_version] = str(exc)
+            logger.error("model unusable; treatment sessions of this experiment are skipped experiment_id=%s "
+                         "model_version=%s reason=%s", view.id, view.model_version, exc)
+            return None
+        logger.info("scorer ready experiment_id=%s model_version=%s kind=%s", view.id, view.model_version,
+                    getattr(scorer, "kind", "?"))
+        self._scorers[view.model_version] = scorer
+        return scorer
