@@ -12,6 +12,8 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from experiment.lift_chart import lift_over_time_figure as report_lift_figure
+
 __all__ = [
     "METHOD_LABELS",
     "forest_figure",
@@ -88,46 +90,9 @@ def forest_figure(results: Sequence[Mapping[str, Any]], metric: str) -> go.Figur
 
 
 def lift_over_time_figure(points: Sequence[Mapping[str, Any]], treatments: Sequence[str]) -> go.Figure:
-    """Cumulative relative lift of the primary metric per day, with fixed-horizon and always-valid CI bands."""
-    fig = go.Figure()
-    for arm in treatments:
-        series = [p for p in points if p["arm"] == arm and p["rel_lift"] is not None]
-        for key, name, colour in (
-            ("rel_ci_sequential", "always-valid CI", "rgba(255,127,14,0.15)"),
-            ("rel_ci", "95% CI (fixed-horizon)", "rgba(31,119,180,0.25)"),
-        ):
-            band = [(p["date"], p[key]) for p in series if p[key]]
-            if not band:
-                continue
-            dates = [d for d, _ in band]
-            fig.add_trace(
-                go.Scatter(
-                    x=dates + dates[::-1],
-                    y=[ci[1] for _, ci in band] + [ci[0] for _, ci in band][::-1],
-                    fill="toself",
-                    fillcolor=colour,
-                    line={"width": 0},
-                    name=f"{arm}: {name}",
-                    hoverinfo="skip",
-                )
-            )
-        fig.add_trace(
-            go.Scatter(
-                x=[p["date"] for p in series],
-                y=[p["rel_lift"] for p in series],
-                mode="lines+markers",
-                name=f"{arm}: relative lift",
-            )
-        )
-    fig.add_hline(y=0, line_dash="dash", line_color="grey")
-    fig.update_layout(
-        title="Cumulative relative lift of the primary metric",
-        xaxis_title="day (UTC)",
-        yaxis_title="treatment / control − 1",
-        yaxis_tickformat=".0%",
-        height=380,
-        **_LAYOUT,
-    )
+    """The report's lift-over-time figure (same traces and axes), sized for a dashboard column."""
+    fig = report_lift_figure(points, treatments)
+    fig.update_layout(height=380, **_LAYOUT)
     return fig
 
 

@@ -62,16 +62,13 @@ def _stats_dict(stats: VariantStats) -> dict[str, Any]:
     }
 
 
-def build_report(
-    store: ResultsStore, experiment_id: str, *, as_of: Any = None, alpha: float = 0.05
-) -> dict[str, Any]:
+def build_report(store: ResultsStore, experiment_id: str, *, as_of: Any = None, alpha: float = 0.05) -> dict[str, Any]:
     """The report model (plain JSON-ready dict) of one experiment as of a time (None = all data)."""
     definition = store.experiment(experiment_id)
     if definition is None:
         known = [d.get("id") for d in store.experiments()]
         raise ExperimentError(
-            f"experiment '{experiment_id}' is not in the results store {store.path}; "
-            f"known experiments: {known}"
+            f"experiment '{experiment_id}' is not in the results store {store.path}; known experiments: {known}"
         )
     as_of_ms = to_epoch_ms(as_of)
     config = AnalysisConfig.from_definition(definition, alpha=alpha)
@@ -93,9 +90,7 @@ def build_report(
                 from experiment.stats.means import compare_revenue
 
                 fixed = compare_revenue(*pair, alpha=alpha)
-            seq = compare_sequential(
-                snapshots, alpha=alpha, tuning_users=tuning, metric=config.primary_metric
-            )
+            seq = compare_sequential(snapshots, alpha=alpha, tuning_users=tuning, metric=config.primary_metric)
             lift.append(
                 {
                     "date": day.isoformat(),
@@ -208,8 +203,7 @@ def render_md(model: dict[str, Any]) -> str:
     v = model["verdict"]
     out = [f"# Experiment report: {d.get('name', d['id'])} (`{d['id']}` v{d.get('version')})", ""]
     out += [
-        f"**Verdict: {v['decision'].replace('_', ' ').upper()}**"
-        + (f" — arm `{v['arm']}`" if v["arm"] else ""),
+        f"**Verdict: {v['decision'].replace('_', ' ').upper()}**" + (f" — arm `{v['arm']}`" if v["arm"] else ""),
         "",
         v["explanation"],
         "",
@@ -253,9 +247,7 @@ def render_md(model: dict[str, Any]) -> str:
     out += [
         "## Metrics",
         "",
-        "| arm | metric | role | analysis | control | treatment | abs diff [CI] | rel lift [CI] | p "
-        "| p Holm | "
-        "p BH |",
+        "| arm | metric | role | analysis | control | treatment | abs diff [CI] | rel lift [CI] | p | p Holm | p BH |",
         "|---|---|---|---|---:|---:|---|---|---:|---:|---:|",
     ]
     for r in _rows(model):
@@ -291,43 +283,9 @@ def render_md(model: dict[str, Any]) -> str:
 
 
 def _figure_html(model: dict[str, Any]) -> str:
-    import plotly.graph_objects as go
+    from experiment.lift_chart import lift_over_time_figure
 
-    fig = go.Figure()
-    for arm in model["analysis"]["treatments"]:
-        points = [p for p in model["lift_over_time"] if p["arm"] == arm and p["rel_lift"] is not None]
-        dates = [p["date"] for p in points]
-        for key, name, color in (
-            ("rel_ci_sequential", "always-valid CI", "rgba(255,127,14,0.15)"),
-            ("rel_ci", "95% CI (fixed-horizon)", "rgba(31,119,180,0.25)"),
-        ):
-            band = [(d, p[key]) for d, p in zip(dates, points, strict=True) if p[key]]
-            if band:
-                xs = [d for d, _ in band]
-                fig.add_trace(
-                    go.Scatter(
-                        x=xs + xs[::-1],
-                        y=[ci[1] for _, ci in band] + [ci[0] for _, ci in band][::-1],
-                        fill="toself",
-                        fillcolor=color,
-                        line={"width": 0},
-                        name=f"{arm}: {name}",
-                        hoverinfo="skip",
-                    )
-                )
-        fig.add_trace(
-            go.Scatter(
-                x=dates, y=[p["rel_lift"] for p in points], mode="lines+markers", name=f"{arm}: relative lift"
-            )
-        )
-    fig.add_hline(y=0, line_dash="dash", line_color="grey")
-    fig.update_layout(
-        title="Cumulative relative lift of the primary metric over time",
-        yaxis_tickformat=".1%",
-        xaxis_title="day (UTC)",
-        yaxis_title="treatment / control − 1",
-        template="plotly_white",
-    )
+    fig = lift_over_time_figure(model["lift_over_time"], model["analysis"]["treatments"])
     return fig.to_html(include_plotlyjs=True, full_html=False, div_id="lift-over-time")
 
 
@@ -350,8 +308,7 @@ def render_html(model: dict[str, Any]) -> str:
         "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}"
         f".verdict{{border-left:6px solid {colour};padding:0.5em 1em;background:#f6f8fa}}",
         "</style></head><body>",
-        f"<h1>Experiment report: {e(str(d.get('name', d['id'])))} "
-        f"<code>{e(d['id'])}</code> v{d.get('version')}</h1>",
+        f"<h1>Experiment report: {e(str(d.get('name', d['id'])))} <code>{e(d['id'])}</code> v{d.get('version')}</h1>",
         f"<div class='verdict'><h2>Verdict: {e(v['decision'].replace('_', ' ').upper())}"
         f"{' — ' + e(v['arm']) if v['arm'] else ''}</h2><p>{e(v['explanation'])}</p></div>",
         "<h2>Definition</h2>",

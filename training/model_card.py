@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from experiment.errors import ModelError
 __all__ = [
     "MODEL_CARD_NAME",
     "ModelCard",
-    "ParitySummary",
+    "ParityResult",
     "load_model_card",
     "load_verified_model_card",
     "sha256_file",
@@ -38,8 +38,12 @@ def sha256_file(path: Path | str) -> str:
 
 
 @dataclass(frozen=True)
-class ParitySummary:
-    """The parity block of model.json (see `training.parity.ParityResult`)."""
+class ParityResult:
+    """Native versus PMML scores on ``n`` rows; ``passed`` iff within tolerance with zero flips.
+
+    `training.parity` computes it and re-exports it; it is defined here, with the model.json format it is
+    part of, so that reading a card (the launch gate) does not import numpy and pandas.
+    """
 
     max_abs_diff: float
     flips: int
@@ -47,6 +51,18 @@ class ParitySummary:
     passed: bool
     tolerance: float
     threshold: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form written into model.json."""
+        return asdict(self)
+
+    def describe(self) -> str:
+        """One line with the numbers, for logs and error messages."""
+        verdict = "passed" if self.passed else "FAILED"
+        return (
+            f"PMML parity {verdict} on {self.n} rows: max |dP| = {self.max_abs_diff:.3g} "
+            f"(tolerance {self.tolerance:g}), {self.flips} decision flips at threshold {self.threshold:g}"
+        )
 
 
 @dataclass(frozen=True)
@@ -62,7 +78,7 @@ class ModelCard:
     cv_score: float
     metrics: dict[str, Any]
     data_fingerprint: str
-    parity: ParitySummary
+    parity: ParityResult
     raw: dict[str, Any]
 
     def verify(self) -> None:
@@ -103,7 +119,7 @@ def load_model_card(path: Path | str) -> ModelCard:
         raise ModelError(f"{path}: expected a JSON object. Got {type(data).__name__}.")
     parity = _field(data, "parity", path)
     try:
-        summary = ParitySummary(
+        summary = ParityResult(
             max_abs_diff=float(parity["max_abs_diff"]),
             flips=int(parity["flips"]),
             n=int(parity["n"]),

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from experiment.errors import ModelError, ParityError
+from training.model_card import ParityResult
 
 __all__ = [
     "DEFAULT_TOLERANCE",
@@ -40,30 +39,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_TOLERANCE = 1e-6
 PROBABILITY_FIELD = "label_probability_1"
 """The PMML output field holding P(label = 1), as nyoka names it for target ``label``."""
-
-
-@dataclass(frozen=True)
-class ParityResult:
-    """Native versus PMML scores on ``n`` rows; ``passed`` iff within tolerance with zero flips."""
-
-    max_abs_diff: float
-    flips: int
-    n: int
-    passed: bool
-    tolerance: float
-    threshold: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form written into model.json."""
-        return asdict(self)
-
-    def describe(self) -> str:
-        """One line with the numbers, for logs and error messages."""
-        verdict = "passed" if self.passed else "FAILED"
-        return (
-            f"PMML parity {verdict} on {self.n} rows: max |dP| = {self.max_abs_diff:.3g} "
-            f"(tolerance {self.tolerance:g}), {self.flips} decision flips at threshold {self.threshold:g}"
-        )
 
 
 def pmml_input(features: pd.DataFrame, feature_names: Sequence[str]) -> pd.DataFrame:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 
 from statsmodels.stats.power import NormalIndPower, TTestIndPower
 from statsmodels.stats.proportion import proportion_effectsize
@@ -63,31 +64,23 @@ def _degenerate_baseline(p: float) -> bool:
     return p in (0.0, 1.0)
 
 
+# Each function below binds its inputs once with `functools.partial(PowerResult, ...)`: every return, defined or
+# undefined-with-reason, echoes the same inputs and adds only its answer or its reasons.
+
+
 def sample_size_proportions(
     baseline_rate: float, mde_rel: float, *, alpha: float = 0.05, power: float = 0.8, ratio: float = 1.0
 ) -> PowerResult:
     """Users per arm to detect a relative lift `mde_rel` with probability `power`; ratio = n_t / n_c."""
     _check(alpha, power)
+    result = partial(PowerResult, alpha=alpha, baseline_rate=baseline_rate, mde_rel=mde_rel, power=power)
     target = baseline_rate * (1.0 + mde_rel)
     if _degenerate_baseline(baseline_rate) or mde_rel == 0.0 or not 0.0 < target < 1.0:
         reason = Reason.ZERO_BASELINE if baseline_rate == 0.0 else Reason.NOT_ENOUGH_DATA
-        return PowerResult(
-            alpha=alpha,
-            baseline_rate=baseline_rate,
-            mde_rel=mde_rel,
-            power=power,
-            reasons={"n_control": reason, "n_treatment": reason},
-        )
+        return result(reasons={"n_control": reason, "n_treatment": reason})
     h = abs(float(proportion_effectsize(target, baseline_rate)))
     n_c = float(NormalIndPower().solve_power(effect_size=h, alpha=alpha, power=power, ratio=ratio))
-    return PowerResult(
-        alpha=alpha,
-        baseline_rate=baseline_rate,
-        mde_rel=mde_rel,
-        power=power,
-        n_control=math.ceil(n_c),
-        n_treatment=math.ceil(n_c * ratio),
-    )
+    return result(n_control=math.ceil(n_c), n_treatment=math.ceil(n_c * ratio))
 
 
 def power_proportions(
@@ -95,37 +88,22 @@ def power_proportions(
 ) -> PowerResult:
     """Probability of a significant result at these sample sizes if the true relative lift is `mde_rel`."""
     _check(alpha)
-    target = baseline_rate * (1.0 + mde_rel)
-    if n_control <= 0 or n_treatment <= 0:
-        return PowerResult(
-            alpha=alpha,
-            baseline_rate=baseline_rate,
-            mde_rel=mde_rel,
-            n_control=n_control,
-            n_treatment=n_treatment,
-            reasons={"power": Reason.NO_USERS},
-        )
-    if _degenerate_baseline(baseline_rate) or not 0.0 < target < 1.0:
-        return PowerResult(
-            alpha=alpha,
-            baseline_rate=baseline_rate,
-            mde_rel=mde_rel,
-            n_control=n_control,
-            n_treatment=n_treatment,
-            reasons={"power": Reason.ZERO_BASELINE},
-        )
-    h = abs(float(proportion_effectsize(target, baseline_rate)))
-    value = float(
-        NormalIndPower().power(effect_size=h, nobs1=n_control, alpha=alpha, ratio=n_treatment / n_control)
-    )
-    return PowerResult(
+    result = partial(
+        PowerResult,
         alpha=alpha,
         baseline_rate=baseline_rate,
         mde_rel=mde_rel,
         n_control=n_control,
         n_treatment=n_treatment,
-        power=value,
     )
+    target = baseline_rate * (1.0 + mde_rel)
+    if n_control <= 0 or n_treatment <= 0:
+        return result(reasons={"power": Reason.NO_USERS})
+    if _degenerate_baseline(baseline_rate) or not 0.0 < target < 1.0:
+        return result(reasons={"power": Reason.ZERO_BASELINE})
+    h = abs(float(proportion_effectsize(target, baseline_rate)))
+    value = float(NormalIndPower().power(effect_size=h, nobs1=n_control, alpha=alpha, ratio=n_treatment / n_control))
+    return result(power=value)
 
 
 def mde_proportions(
@@ -136,24 +114,13 @@ def mde_proportions(
     Solves Cohen's h with statsmodels, then inverts h = 2·asin(√p_t) − 2·asin(√p_c) for p_t.
     """
     _check(alpha, power)
+    result = partial(
+        PowerResult, alpha=alpha, baseline_rate=baseline_rate, n_control=n_control, n_treatment=n_treatment, power=power
+    )
     if n_control <= 0 or n_treatment <= 0:
-        return PowerResult(
-            alpha=alpha,
-            baseline_rate=baseline_rate,
-            n_control=n_control,
-            n_treatment=n_treatment,
-            power=power,
-            reasons={"mde_rel": Reason.NO_USERS},
-        )
+        return result(reasons={"mde_rel": Reason.NO_USERS})
     if _degenerate_baseline(baseline_rate):
-        return PowerResult(
-            alpha=alpha,
-            baseline_rate=baseline_rate,
-            n_control=n_control,
-            n_treatment=n_treatment,
-            power=power,
-            reasons={"mde_rel": Reason.ZERO_BASELINE},
-        )
+        return result(reasons={"mde_rel": Reason.ZERO_BASELINE})
     h = float(
         NormalIndPower().solve_power(
             effect_size=None, nobs1=n_control, alpha=alpha, power=power, ratio=n_treatment / n_control
@@ -161,23 +128,9 @@ def mde_proportions(
     )
     angle = math.asin(math.sqrt(baseline_rate)) + h / 2.0
     if angle >= math.pi / 2:
-        return PowerResult(
-            alpha=alpha,
-            baseline_rate=baseline_rate,
-            n_control=n_control,
-            n_treatment=n_treatment,
-            power=power,
-            reasons={"mde_rel": Reason.NOT_ENOUGH_DATA},
-        )
+        return result(reasons={"mde_rel": Reason.NOT_ENOUGH_DATA})
     target = math.sin(angle) ** 2
-    return PowerResult(
-        alpha=alpha,
-        baseline_rate=baseline_rate,
-        n_control=n_control,
-        n_treatment=n_treatment,
-        power=power,
-        mde_rel=target / baseline_rate - 1.0,
-    )
+    return result(mde_rel=target / baseline_rate - 1.0)
 
 
 def sample_size_means(
@@ -190,7 +143,5 @@ def sample_size_means(
     _check(alpha, power)
     if sd <= 0.0 or mde_abs == 0.0:
         return None
-    n = float(
-        TTestIndPower().solve_power(effect_size=abs(mde_abs) / sd, alpha=alpha, power=power, ratio=ratio)
-    )
+    n = float(TTestIndPower().solve_power(effect_size=abs(mde_abs) / sd, alpha=alpha, power=power, ratio=ratio))
     return math.ceil(n)
