@@ -37,5 +37,6 @@ bench: install
 	$(BIN)/python -m bench.run
 
 clean:
+	-$(BIN)/abflow pipeline stop 2>/dev/null
 	-$(BIN)/abflow kafka down 2>/dev/null
 	rm -rf .abflow artifacts reports data/*.csv .pytest_cache .ruff_cache .hypothesis

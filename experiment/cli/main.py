@@ -9,12 +9,14 @@ from __future__ import annotations
 import typer
 
 from experiment.cli import (
+    collect_cmd,
     common,
     dashboard_cmd,
     data_cmd,
     experiment_cmd,
     kafka_cmd,
     report_cmd,
+    simulate_cmd,
     stats_cmd,
     train_cmd,
 )
@@ -33,6 +35,8 @@ app.command("report")(report_cmd.report)
 app.add_typer(data_cmd.app, name="data")
 app.command("train")(train_cmd.train)
 app.command("dashboard")(dashboard_cmd.dashboard)
+app.command("simulate")(simulate_cmd.simulate)
+app.command("collect")(collect_cmd.collect)
 app.add_typer(kafka_cmd.app, name="kafka")
 app.add_typer(experiment_cmd.app, name="experiment")
 

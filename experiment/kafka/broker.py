@@ -286,7 +286,10 @@ def _java() -> str:
 
 
 def _ensure_port_free(port: int) -> None:
+    # The JVM binds its listeners with SO_REUSEADDR, so connections of a just-stopped broker lingering in TIME_WAIT
+    # do not block a restart; the check must use the same option or it would refuse a port Kafka can take.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError as exc:

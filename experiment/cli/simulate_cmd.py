@@ -1,0 +1,98 @@
+"""`abflow simulate`: send ground-truth traffic for one experiment to Kafka and print the true lift."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from experiment.cli.common import fail
+from experiment.errors import AbflowError
+
+if TYPE_CHECKING:
+    from experiment.simulator import SimulationResult
+
+__all__ = ["simulate", "summary_lines"]
+
+
+def summary_lines(result: SimulationResult) -> list[str]:
+    """The human summary: what was sent, per variant, and the exact true lift."""
+    lines = [
+        f"experiment {result.experiment_id}: {result.customers} customers "
+        f"({result.customers_in_experiment} in the experiment) in {result.elapsed_s:.1f} s "
+        f"({result.achieved_rate:,.0f} events/s, limit {result.rate_limit:,.0f})",
+        f"sent: {result.sessions_sent} sessions, {result.outcomes_sent} purchases, "
+        f"{result.malformed_sent} malformed events" + (f" {result.malformed_by_kind}" if result.malformed_sent else ""),
+        "customers per variant: "
+        + ", ".join(f"{v}={n}" for v, n in result.customers_per_variant.items())
+        + f"; shown the category: {result.shown_customers}",
+    ]
+    if not result.completed:
+        lines.append(f"stopped after --duration: {result.events_sent} of {result.events_planned} events sent")
+    lift = result.true_lift
+    if lift is not None:
+        lines.append(
+            f"TRUE lift of the treatment policy (ground truth, {lift.customers} customers): "
+            f"conversion {lift.control_rate:.4%} -> {lift.treatment_rate:.4%}, "
+            f"absolute {lift.abs_lift:+.4%} (percentage points {lift.abs_lift * 100:+.3f}), "
+            f"relative {lift.rel_lift:+.2%}; revenue/user {lift.control_revenue_per_user:.3f} -> "
+            f"{lift.treatment_revenue_per_user:.3f}"
+        )
+    return lines
+
+
+def simulate(
+    experiment: Annotated[str, typer.Option("--experiment", help="Id of a launched experiment.")],
+    customers: Annotated[int, typer.Option("--customers", min=1, help="Customers to simulate.")] = 50_000,
+    rate: Annotated[float, typer.Option("--rate", help="Upper bound on events sent per second.")] = 5_000.0,
+    duration: Annotated[
+        float | None, typer.Option("--duration", help="Stop after this many seconds even if not done.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the customers and their behaviour.")] = 1,
+    malformed: Annotated[
+        float, typer.Option("--malformed", help="Fraction of all events sent that are deliberately bad, in [0, 1).")
+    ] = 0.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
+) -> None:
+    """Send sessions and purchases drawn from the ground truth; print what was sent and the TRUE lift."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from experiment.config import load_settings
+    from experiment.simulator import SimulationConfig, run_simulation
+
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        # kafka-python warns whenever its I/O thread is starved for 0.1 s (often, on a busy 2-core machine).
+        logging.getLogger("kafka").setLevel(logging.ERROR)
+    config = SimulationConfig(customers=customers, rate=rate, duration_s=duration, seed=seed, malformed=malformed)
+    console = Console(stderr=True)
+    try:
+        config.validate()
+        settings = load_settings()
+        with Progress(
+            TextColumn("[bold]simulate[/bold] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        ) as progress:
+            task = progress.add_task("preparing", total=None)
+
+            def on_stage(message: str) -> None:
+                progress.update(task, description=message)
+
+            def on_progress(sent: int, total: int) -> None:
+                progress.update(task, completed=sent, total=total)
+
+            result = run_simulation(settings, experiment, config, progress=on_progress, stage=on_stage)
+            progress.update(task, description="done")
+    except AbflowError as error:
+        fail(error)
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(), sort_keys=True))
+    else:
+        for line in summary_lines(result):
+            typer.echo(line)

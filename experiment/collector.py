@@ -1,0 +1,336 @@
+"""The results collector: the Flink job's output topics, read exactly as committed, into the DuckDB results store.
+
+Why it is built this way:
+- **read_committed.** The job writes `assignments`, `attributed-outcomes` and `dead-letter` in Kafka transactions
+  (exactly-once sink); a read_uncommitted reader would count records of transactions that later abort.
+- **Store first, offsets second.** Each poll's records are written in ONE store transaction
+  (`ResultsStore.record_batch`), and only then are the offsets committed to Kafka. A crash in between replays
+  the batch on restart, and the store ignores the replay (idempotent by event id), so restarting is always safe.
+- **The store is held only while writing.** DuckDB lets one process hold the file, and the report and dashboard
+  must be able to read while the collector waits on Kafka, so each batch opens the store, writes one transaction
+  and closes it (retrying for a while if a reader holds the file).
+- **A fresh store starts from the beginning.** Kafka keeps the group's offsets even when the store file is deleted;
+  if the store is empty, the collector ignores committed offsets and rereads the topics from their start.
+- **Caught up means the end offsets at start.** Without `follow`, the collector stops once it has read every
+  partition up to the (last stable) end offset it saw when it started, so "collect, then report" is one command.
+  `until` lets the demo stop exactly when everything it simulated is accounted for.
+
+One consumer with manual assignment of every partition (no group rebalances); the group id only stores offsets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from experiment.errors import DataValidationError, InfraError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from experiment.config import Settings
+    from experiment.store import ResultsStore
+
+__all__ = ["DEFAULT_GROUP", "CollectStats", "Collector", "collect"]
+
+logger = logging.getLogger(__name__)
+
+#: The consumer group that stores the collector's offsets (the topic prefix is prepended, like topic names).
+DEFAULT_GROUP = "abflow-collector"
+
+
+@dataclass
+class CollectStats:
+    """What one run of the collector read and stored (records, not unique rows: replays are counted too)."""
+
+    assignments: int = 0
+    outcomes: int = 0
+    dead_letters: int = 0
+    experiments: int = 0
+    skipped: int = 0
+    batches: int = 0
+    elapsed_s: float = 0.0
+    caught_up: bool = False
+    skipped_reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def records(self) -> int:
+        """Records stored (all kinds)."""
+        return self.assignments + self.outcomes + self.dead_letters + self.experiments
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain numbers for JSON."""
+        return asdict(self) | {"records": self.records}
+
+
+class Collector:
+    """Reads `assignments`, `attributed-outcomes`, `dead-letter` and `experiments` into the store at `store_path`.
+
+    Use as a context manager (the consumer is created in `open()`); the store is opened per batch.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store_path: str | Path,
+        *,
+        group_id: str | None = None,
+        from_beginning: bool = False,
+        max_poll_records: int = 5_000,
+        poll_timeout_ms: int = 500,
+        lock_timeout_s: float = 60.0,
+    ) -> None:
+        from experiment.kafka.topics import ASSIGNMENTS, ATTRIBUTED_OUTCOMES, DEAD_LETTER, EXPERIMENTS
+
+        self.settings = settings
+        self.store_path = store_path
+        self.lock_timeout_s = lock_timeout_s
+        self.group_id = group_id or settings.kafka.topic(DEFAULT_GROUP)
+        self.from_beginning = from_beginning
+        self.max_poll_records = max_poll_records
+        self.poll_timeout_ms = poll_timeout_ms
+        kafka = settings.kafka
+        self.topics = {
+            kafka.topic(ASSIGNMENTS): "assignments",
+            kafka.topic(ATTRIBUTED_OUTCOMES): "outcomes",
+            kafka.topic(DEAD_LETTER): "dead_letters",
+            kafka.topic(EXPERIMENTS): "experiments",
+        }
+        self._consumer: Any = None
+        self._partitions: list[Any] = []
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+
+    def open(self) -> Collector:
+        """Create the topics if needed, connect, assign every partition and pick the start positions."""
+        if self._consumer is not None:
+            return self
+        from kafka import TopicPartition
+
+        from experiment.kafka.clients import make_consumer
+        from experiment.kafka.topics import ensure_topics
+
+        ensure_topics(self.settings.kafka)
+        consumer = make_consumer(
+            self.settings.kafka,
+            group_id=self.group_id,
+            read_committed=True,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            max_poll_records=self.max_poll_records,
+            client_id="abflow-collector",
+        )
+        try:
+            partitions = []
+            for topic in self.topics:
+                ids = consumer.partitions_for_topic(topic)
+                if not ids:
+                    raise InfraError(f"Topic '{topic}' has no partitions on {self.settings.kafka.bootstrap_servers}.")
+                partitions += [TopicPartition(topic, p) for p in sorted(ids)]
+            consumer.assign(partitions)
+            with self._open_store() as store:
+                empty = store.version() == 0
+            if self.from_beginning or empty:
+                logger.info(
+                    "collector starts from the beginning group=%s reason=%s",
+                    self.group_id,
+                    "asked" if self.from_beginning else "empty store",
+                )
+                consumer.seek_to_beginning(*partitions)
+        except BaseException:
+            consumer.close()
+            raise
+        self._consumer = consumer
+        self._partitions = partitions
+        return self
+
+    def close(self) -> None:
+        """Close the consumer (offsets were committed after every batch)."""
+        if self._consumer is not None:
+            self._consumer.close(autocommit=False)
+            self._consumer = None
+
+    def __enter__(self) -> Collector:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _open_store(self) -> Iterator[ResultsStore]:
+        """Open the store for one short transaction, waiting while another process holds the file."""
+        from experiment.store import ResultsStore
+
+        deadline = time.monotonic() + self.lock_timeout_s
+        while True:
+            store = ResultsStore(self.store_path)
+            try:
+                store.open()
+                break
+            except InfraError as error:
+                if time.monotonic() > deadline:
+                    raise
+                logger.debug("store busy, retrying path=%s reason=%s", self.store_path, error)
+                time.sleep(0.2)
+        try:
+            yield store
+        finally:
+            store.close()
+
+    # -- the loop -----------------------------------------------------------------------------------------------
+
+    def lag(self, end: Mapping[Any, int]) -> int:
+        """Records (and transaction markers) between the current positions and `end`."""
+        consumer = self._require()
+        return sum(max(0, end[tp] - consumer.position(tp)) for tp in self._partitions)
+
+    def end_offsets(self) -> dict[Any, int]:
+        """The last stable offsets of every assigned partition now (read_committed: open transactions excluded)."""
+        return dict(self._require().end_offsets(self._partitions))
+
+    def run(
+        self,
+        *,
+        follow: bool = False,
+        until: Callable[[ResultsStore, CollectStats], bool] | None = None,
+        timeout_s: float | None = None,
+        progress: Callable[[CollectStats, int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> CollectStats:
+        """Collect until caught up (default), forever (`follow`), or until `until(store, stats)` is true.
+
+        `progress(stats, lag)` is called after each batch; `lag` is the distance to the end offsets seen at
+        start (0 in follow mode once caught up). `timeout_s` bounds the run; hitting it raises `InfraError`
+        unless following. `should_stop` lets a signal handler end a follow loop cleanly.
+        """
+        consumer = self._require()
+        stats = CollectStats()
+        started = time.monotonic()
+        end = self.end_offsets()
+        done = False
+        if until is not None:
+            with self._open_store() as store:
+                done = until(store, stats)
+        while True:
+            if done:
+                stats.caught_up = self.lag(end) == 0
+                return stats
+            batch = consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_poll_records)
+            if batch:
+                with self._open_store() as store:
+                    self._store(store, batch, stats)
+                    done = until is not None and until(store, stats)
+                consumer.commit()
+                stats.batches += 1
+            lag = self.lag(end)
+            stats.elapsed_s = time.monotonic() - started
+            if progress is not None:
+                progress(stats, lag)
+            if done:
+                continue
+            if until is None and not follow and lag == 0:
+                stats.caught_up = True
+                return stats
+            if should_stop is not None and should_stop():
+                stats.caught_up = lag == 0
+                return stats
+            if timeout_s is not None and stats.elapsed_s > timeout_s:
+                if follow:
+                    stats.caught_up = lag == 0
+                    return stats
+                raise InfraError(
+                    f"The collector did not finish within {timeout_s:.0f} s: {lag} records still to read on "
+                    f"{sorted(self.topics)}; stored so far {stats.as_dict()}."
+                )
+            if (follow or until is not None) and lag == 0 and not batch:
+                end = self.end_offsets()
+
+    def _store(self, store: ResultsStore, batch: Mapping[Any, list[Any]], stats: CollectStats) -> None:
+        """Parse one poll's records and write them in one store transaction (record by record if one is bad)."""
+        parsed: dict[str, list[Any]] = {"assignments": [], "outcomes": [], "dead_letters": [], "experiments": []}
+        for tp, records in batch.items():
+            kind = self.topics[tp.topic]
+            for record in records:
+                value = _parse(record, kind, stats)
+                if value is not None:
+                    parsed[kind].append(value)
+        try:
+            store.record_batch(**parsed)
+        except DataValidationError as error:
+            logger.warning("batch rejected by the store, storing record by record reason=%s", error)
+            for kind, values in parsed.items():
+                for value in values:
+                    try:
+                        store.record_batch(**{kind: [value]})
+                    except DataValidationError as record_error:
+                        _skip(stats, f"{kind}: {record_error}")
+                        parsed[kind] = [v for v in parsed[kind] if v is not value]
+        stats.assignments += len(parsed["assignments"])
+        stats.outcomes += len(parsed["outcomes"])
+        stats.dead_letters += len(parsed["dead_letters"])
+        stats.experiments += len(parsed["experiments"])
+
+    def _require(self) -> Any:
+        if self._consumer is None:
+            raise InfraError("The collector is not open; use `with Collector(settings, store) as collector:`.")
+        return self._consumer
+
+
+def _skip(stats: CollectStats, reason: str) -> None:
+    stats.skipped += 1
+    short = reason.split(" at topic=")[0][:80]
+    stats.skipped_reasons[short] = stats.skipped_reasons.get(short, 0) + 1
+    logger.warning("record skipped reason=%s", reason)
+
+
+def _parse(record: Any, kind: str, stats: CollectStats) -> Any:
+    """The record's value as the store wants it, or None (counted and logged) when it cannot be stored."""
+    where = f"topic={record.topic} partition={record.partition} offset={record.offset}"
+    if record.value is None:
+        _skip(stats, f"{kind}: tombstone at {where}")
+        return None
+    try:
+        text = record.value.decode("utf-8")
+    except UnicodeDecodeError:
+        _skip(stats, f"{kind}: value is not UTF-8 at {where}")
+        return None
+    if kind == "experiments":
+        return text
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        _skip(stats, f"{kind}: invalid JSON at {where}: {error.msg}")
+        return None
+    if not isinstance(value, dict):
+        _skip(stats, f"{kind}: not a JSON object at {where}")
+        return None
+    return value
+
+
+def collect(
+    settings: Settings,
+    store_path: str | None = None,
+    *,
+    follow: bool = False,
+    until: Callable[[ResultsStore, CollectStats], bool] | None = None,
+    timeout_s: float | None = None,
+    progress: Callable[[CollectStats, int], None] | None = None,
+    group_id: str | None = None,
+    from_beginning: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+) -> CollectStats:
+    """Open the store and the collector, run once, close both (what `abflow collect` and the demo call)."""
+    with Collector(
+        settings, store_path or settings.store_path, group_id=group_id, from_beginning=from_beginning
+    ) as collector:
+        stats = collector.run(
+            follow=follow, until=until, timeout_s=timeout_s, progress=progress, should_stop=should_stop
+        )
+    logger.info("collect done %s", " ".join(f"{k}={v}" for k, v in stats.as_dict().items()))
+    return stats
