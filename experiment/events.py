@@ -173,15 +173,25 @@ def _number(value: Any, where: str) -> float:
     return number
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """Precomputed facts about one feature list (cached): the hot path then runs mostly in C."""
+
+    names: tuple[str, ...]
+    keys: frozenset[str]
+    counts: tuple[int, ...]  # positions of the purchase counts cat1..catK
+
+
 @functools.lru_cache(maxsize=16)
-def _count_flags(feature_names: tuple[str, ...]) -> tuple[tuple[str, bool], ...]:
-    """(name, is a purchase count) per feature, computed once per feature list."""
-    return tuple((name, bool(_CATEGORY.fullmatch(name))) for name in feature_names)
+def _layout(feature_names: tuple[str, ...]) -> _Layout:
+    counts = tuple(i for i, name in enumerate(feature_names) if _CATEGORY.fullmatch(name))
+    return _Layout(feature_names, frozenset(feature_names), counts)
 
 
-def parse_session(
-    raw: bytes, *, feature_names: Sequence[str], max_bytes: int = DEFAULT_MAX_BYTES
-) -> Session:
+_NUMBER_TYPES = frozenset({int, float})
+
+
+def parse_session(raw: bytes, *, feature_names: Sequence[str], max_bytes: int = DEFAULT_MAX_BYTES) -> Session:
     """Validate one `sessions` message; raise `InvalidEvent` with the exact reason.
 
     `features` must hold exactly `feature_names` (an unknown key such as `cat99` or a missing one is an error, so
@@ -196,31 +206,33 @@ def parse_session(
     features_obj = obj["features"]
     if not isinstance(features_obj, dict):
         raise InvalidEvent(f"field 'features' must be an object, got {_type_name(features_obj)}")
-    if len(features_obj) != len(feature_names) or not all(name in features_obj for name in feature_names):
-        unknown = features_obj.keys() - set(feature_names)
+    layout = _layout(tuple(feature_names))
+    if features_obj.keys() != layout.keys:
+        unknown = features_obj.keys() - layout.keys
         if unknown:
             raise InvalidEvent(f"unknown feature key(s): {', '.join(sorted(unknown))}")
-        missing = [name for name in feature_names if name not in features_obj]
+        missing = [name for name in layout.names if name not in features_obj]
         raise InvalidEvent(f"missing feature key(s): {', '.join(missing)}")
-    # Hot path (every session): one pass, no per-value function call; the slow path names the bad value.
-    features: dict[str, float] = {}
-    purchases = 0.0
-    for name, is_count in _count_flags(tuple(feature_names)):
-        value = features_obj[name]
-        kind = type(value)
-        if (kind is float or kind is int) and 0 <= value < math.inf:
-            features[name] = float(value)
-            if is_count:
-                purchases += value
-            continue
+    # Hot path (every session): whole-list checks in C. Numbers only (bool is not int here), none negative, and a
+    # finite total (any NaN or infinity makes the sum NaN or infinite). Any failure takes the slow path below,
+    # which names the first bad value.
+    values = [features_obj[name] for name in layout.names]
+    numbers_only = {type(v) for v in values} <= _NUMBER_TYPES
+    if not (numbers_only and min(values, default=0) >= 0 and math.isfinite(sum(values))):
+        _raise_first_bad_feature(layout.names, values)  # raises unless only the total overflowed
+    features = dict(zip(layout.names, map(float, values), strict=True))
+    purchases = int(sum(values[i] for i in layout.counts))
+    return Session(event_id=event_id, customer_id=customer_id, ts=ts, features=features, purchases=purchases)
+
+
+def _raise_first_bad_feature(names: Sequence[str], values: Sequence[Any]) -> None:
+    for name, value in zip(names, values, strict=True):
         number = _number(value, f"feature '{name}'")
-        raise InvalidEvent(f"feature '{name}' must be >= 0 (a count or indicator), got {number:g}")
-    return Session(event_id=event_id, customer_id=customer_id, ts=ts, features=features, purchases=int(purchases))
+        if number < 0:
+            raise InvalidEvent(f"feature '{name}' must be >= 0 (a count or indicator), got {number:g}")
 
 
-def parse_outcome(
-    raw: bytes, *, categories: int | None = None, max_bytes: int = DEFAULT_MAX_BYTES
-) -> Outcome:
+def parse_outcome(raw: bytes, *, categories: int | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> Outcome:
     """Validate one `outcomes` message; raise `InvalidEvent` with the exact reason.
 
     `type` must be "purchase" and `revenue` a finite number >= 0. `category` must be a category key `catN`; with
@@ -243,8 +255,9 @@ def parse_outcome(
     revenue = _number(obj["revenue"], "field 'revenue'")
     if revenue < 0:
         raise InvalidEvent(f"field 'revenue' must be >= 0, got {obj['revenue']}")
-    return Outcome(event_id=event_id, customer_id=customer_id, ts=ts, type="purchase", category=category,
-                   revenue=revenue)
+    return Outcome(
+        event_id=event_id, customer_id=customer_id, ts=ts, type="purchase", category=category, revenue=revenue
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -264,8 +277,16 @@ def session_json(event_id: str, customer_id: str, ts: int, features: Mapping[str
 
 def outcome_json(event_id: str, customer_id: str, ts: int, category: str, revenue: float) -> str:
     """An `outcomes` message of type purchase."""
-    return to_json({"event_id": event_id, "customer_id": customer_id, "ts": ts, "type": "purchase",
-                    "category": category, "revenue": revenue})
+    return to_json(
+        {
+            "event_id": event_id,
+            "customer_id": customer_id,
+            "ts": ts,
+            "type": "purchase",
+            "category": category,
+            "revenue": revenue,
+        }
+    )
 
 
 def assignment_record(
@@ -285,10 +306,18 @@ def assignment_record(
 ) -> dict[str, Any]:
     """An `assignments` record: one per (session, running experiment); `score` is None for the control."""
     return {
-        "event_id": event_id, "experiment_id": experiment_id, "experiment_version": experiment_version,
-        "customer_id": customer_id, "variant": variant, "score": score, "decision": decision,
-        "model_version": model_version, "first_exposure": first_exposure, "event_ts": event_ts,
-        "decided_ts": decided_ts, "pre_period_purchases": pre_period_purchases,
+        "event_id": event_id,
+        "experiment_id": experiment_id,
+        "experiment_version": experiment_version,
+        "customer_id": customer_id,
+        "variant": variant,
+        "score": score,
+        "decision": decision,
+        "model_version": model_version,
+        "first_exposure": first_exposure,
+        "event_ts": event_ts,
+        "decided_ts": decided_ts,
+        "pre_period_purchases": pre_period_purchases,
     }
 
 
@@ -297,9 +326,14 @@ def attributed_outcome_record(
 ) -> dict[str, Any]:
     """An `attributed-outcomes` record for an outcome at or after the customer's first exposure."""
     return {
-        "experiment_id": experiment_id, "customer_id": customer_id, "variant": variant,
-        "outcome_event_id": outcome.event_id, "event_id": outcome.event_id, "ts": outcome.ts,
-        "converted": outcome.type == "purchase", "revenue": outcome.revenue,
+        "experiment_id": experiment_id,
+        "customer_id": customer_id,
+        "variant": variant,
+        "outcome_event_id": outcome.event_id,
+        "event_id": outcome.event_id,
+        "ts": outcome.ts,
+        "converted": outcome.type == "purchase",
+        "revenue": outcome.revenue,
         "seconds_since_exposure": (outcome.ts - exposure_ts) / 1000.0,
     }
 
@@ -315,5 +349,11 @@ def dead_letter_record(
             text, encoding = raw.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
             text, encoding = base64.b64encode(raw).decode("ascii"), "base64"
-    return {"source_topic": source_topic, "partition": partition, "offset": offset, "raw": text,
-            "raw_encoding": encoding, "error": error}
+    return {
+        "source_topic": source_topic,
+        "partition": partition,
+        "offset": offset,
+        "raw": text,
+        "raw_encoding": encoding,
+        "error": error,
+    }

@@ -57,21 +57,40 @@ logger = logging.getLogger(__name__)
 #: Row(topic, key, value): what the Kafka sink writes (value is the JSON text of the record).
 OUTPUT_TYPE = Types.ROW_NAMED(["topic", "k", "v"], [Types.STRING(), Types.STRING(), Types.STRING()])
 #: Row(raw, src_topic, src_partition, src_offset): one Kafka record as the table source delivers it.
-RAW_TYPE = Types.ROW_NAMED(["raw", "src_topic", "src_partition", "src_offset"],
-                           [Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.STRING(), Types.INT(), Types.LONG()])
+RAW_TYPE = Types.ROW_NAMED(
+    ["raw", "src_topic", "src_partition", "src_offset"],
+    [Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.STRING(), Types.INT(), Types.LONG()],
+)
 #: Broadcast state: experiment id -> latest definition JSON (the JSON, so a restored job re-validates it).
 EXPERIMENTS_STATE = MapStateDescriptor("experiments", Types.STRING(), Types.STRING())
 
 #: Per-experiment counters (Flink metric `abflow.experiment.<id>.<name>`); variants add `assigned_<variant>`.
 EXPERIMENT_COUNTERS = (
-    "sessions", "not_in_traffic", "sessions_skipped_paused", "sessions_skipped_stopped", "sessions_skipped_draft",
-    "scored", "shown", "first_exposures", "outcomes_attributed", "late_outcomes", "outcomes_outside_window",
-    "outcomes_before_exposure", "model_errors",
+    "sessions",
+    "not_in_traffic",
+    "sessions_skipped_paused",
+    "sessions_skipped_stopped",
+    "sessions_skipped_draft",
+    "scored",
+    "shown",
+    "first_exposures",
+    "outcomes_attributed",
+    "late_outcomes",
+    "outcomes_outside_window",
+    "outcomes_before_exposure",
+    "model_errors",
 )
 #: Job-wide counters (Flink metric `abflow.<name>`).
 JOB_COUNTERS = (
-    "sessions", "outcomes", "dead_lettered_sessions", "dead_lettered_outcomes", "dead_lettered_other",
-    "sessions_no_running_experiment", "orphan_outcomes_held", "orphan_outcomes_expired", "definitions_applied",
+    "sessions",
+    "outcomes",
+    "dead_lettered_sessions",
+    "dead_lettered_outcomes",
+    "dead_lettered_other",
+    "sessions_no_running_experiment",
+    "orphan_outcomes_held",
+    "orphan_outcomes_expired",
+    "definitions_applied",
     "definitions_rejected",
 )
 _CACHE_LIMIT = 200_000
@@ -259,14 +278,25 @@ class DecideFunction(KeyedBroadcastProcessFunction):
         self._ensure_views(ctx)
         current = self._views.get(view.id)
         if current is not None and current.version > view.version:
-            logger.warning("stale experiment definition skipped experiment_id=%s version=%d current=%d %s",
-                           view.id, view.version, current.version, where)
+            logger.warning(
+                "stale experiment definition skipped experiment_id=%s version=%d current=%d %s",
+                view.id,
+                view.version,
+                current.version,
+                where,
+            )
             return
         ctx.get_broadcast_state(EXPERIMENTS_STATE).put(view.id, text)
         self._views[view.id] = view
         self._metrics.job("definitions_applied")
-        logger.info("experiment definition applied experiment_id=%s version=%d status=%s traffic=%s weights=%s",
-                    view.id, view.version, view.status, view.traffic, view.weights)
+        logger.info(
+            "experiment definition applied experiment_id=%s version=%d status=%s traffic=%s weights=%s",
+            view.id,
+            view.version,
+            view.status,
+            view.traffic,
+            view.weights,
+        )
         if view.is_running:
             self._scorer(view)  # load and verify the model now, not on the first session
 
@@ -323,8 +353,9 @@ class DecideFunction(KeyedBroadcastProcessFunction):
         assert self._metrics is not None
         self._metrics.job(self._dead_counter_names.get(topic, "dead_lettered_other"))
         logger.warning("dead letter topic=%s partition=%s offset=%s reason=%s", topic, partition, offset, reason)
-        record = events.dead_letter_record(source_topic=topic, partition=partition, offset=offset, raw=raw,
-                                           error=reason)
+        record = events.dead_letter_record(
+            source_topic=topic, partition=partition, offset=offset, raw=raw, error=reason
+        )
         return Row(self._topics.dead_letter, f"{topic}/{partition}/{offset}", events.to_json(record))
 
     def _load(self, customer_id: str) -> _Customer:
@@ -386,9 +417,17 @@ class DecideFunction(KeyedBroadcastProcessFunction):
                 metrics.exp(view.id, "first_exposures")
             metrics.exp(view.id, f"assigned_{variant}")
             record = events.assignment_record(
-                event_id=session.event_id, experiment_id=view.id, experiment_version=view.version,
-                customer_id=session.customer_id, variant=variant, score=score, decision=decision,
-                model_version=model_version, first_exposure=first, event_ts=session.ts, decided_ts=decided_ts,
+                event_id=session.event_id,
+                experiment_id=view.id,
+                experiment_version=view.version,
+                customer_id=session.customer_id,
+                variant=variant,
+                score=score,
+                decision=decision,
+                model_version=model_version,
+                first_exposure=first,
+                event_ts=session.ts,
+                decided_ts=decided_ts,
                 pre_period_purchases=exposure.pre_period_purchases,
             )
             yield Row(self._topics.assignments, session.customer_id, events.to_json(record))
@@ -420,8 +459,13 @@ class DecideFunction(KeyedBroadcastProcessFunction):
     def _attributed(self, view: ExperimentView, exposure: _Exposure, outcome: events.Outcome) -> Row:
         assert self._metrics is not None
         self._metrics.exp(view.id, "outcomes_attributed")
-        record = events.attributed_outcome_record(experiment_id=view.id, customer_id=outcome.customer_id,
-                                                  variant=exposure.variant, outcome=outcome, exposure_ts=exposure.ts)
+        record = events.attributed_outcome_record(
+            experiment_id=view.id,
+            customer_id=outcome.customer_id,
+            variant=exposure.variant,
+            outcome=outcome,
+            exposure_ts=exposure.ts,
+        )
         return Row(self._topics.attributed_outcomes, outcome.customer_id, events.to_json(record))
 
     def _on_outcome(self, outcome: events.Outcome, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> Any:
@@ -482,14 +526,24 @@ class DecideFunction(KeyedBroadcastProcessFunction):
         from flink_pipeline.scoring import load_verified_scorer
 
         try:
-            scorer = load_verified_scorer(view.pmml_path, view.model_version, self._reference_rows,
-                                          fallback=self._scorer_fallback)
+            scorer = load_verified_scorer(
+                view.pmml_path, view.model_version, self._reference_rows, fallback=self._scorer_fallback
+            )
         except Exception as exc:  # a broken model stops that experiment's treatment, not the job
             self._broken_models[view.model_version] = str(exc)
-            logger.error("model unusable; treatment sessions of this experiment are skipped experiment_id=%s "
-                         "model_version=%s reason=%s", view.id, view.model_version, exc)
+            logger.error(
+                "model unusable; treatment sessions of this experiment are skipped experiment_id=%s "
+                "model_version=%s reason=%s",
+                view.id,
+                view.model_version,
+                exc,
+            )
             return None
-        logger.info("scorer ready experiment_id=%s model_version=%s kind=%s", view.id, view.model_version,
-                    getattr(scorer, "kind", "?"))
+        logger.info(
+            "scorer ready experiment_id=%s model_version=%s kind=%s",
+            view.id,
+            view.model_version,
+            getattr(scorer, "kind", "?"),
+        )
         self._scorers[view.model_version] = scorer
         return scorer

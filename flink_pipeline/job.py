@@ -45,6 +45,7 @@ __all__ = [
     "create_environment",
     "job_topics",
     "main",
+    "parse_args",
     "run_local_until_stopped",
     "submit",
 ]
@@ -188,17 +189,20 @@ def _kafka_options(settings: Settings, extra: dict[str, str]) -> str:
 
 def _source_ddl(name: str, topic_list: Sequence[str], settings: Settings, group_id: str, startup: str) -> str:
     """A raw-bytes Kafka source whose rows carry their own topic, partition and offset (for dead letters)."""
-    options = _kafka_options(settings, {
-        "topic": ";".join(topic_list),
-        "properties.group.id": group_id,
-        "properties.isolation.level": "read_committed",
-        "properties.auto.offset.reset": "earliest",
-        "scan.startup.mode": startup,
-        "key.format": "raw",
-        "key.fields": "key",
-        "value.format": "raw",
-        "value.fields-include": "EXCEPT_KEY",
-    })
+    options = _kafka_options(
+        settings,
+        {
+            "topic": ";".join(topic_list),
+            "properties.group.id": group_id,
+            "properties.isolation.level": "read_committed",
+            "properties.auto.offset.reset": "earliest",
+            "scan.startup.mode": startup,
+            "key.format": "raw",
+            "key.fields": "key",
+            "value.format": "raw",
+            "value.fields-include": "EXCEPT_KEY",
+        },
+    )
     return (
         f"CREATE TEMPORARY TABLE `{name}` (\n"
         "  `key` BYTES,\n"
@@ -212,16 +216,19 @@ def _source_ddl(name: str, topic_list: Sequence[str], settings: Settings, group_
 
 def _sink_ddl(name: str, topic_list: Sequence[str], settings: Settings, config: JobConfig) -> str:
     """One exactly-once sink for all outputs: the row's `topic` column picks the topic, `k` is the message key."""
-    options = _kafka_options(settings, {
-        "topic": ";".join(topic_list),
-        "key.format": "raw",
-        "key.fields": "k",
-        "value.format": "raw",
-        "value.fields-include": "EXCEPT_KEY",
-        "sink.delivery-guarantee": "exactly-once",
-        "sink.transactional-id-prefix": config.transactional_id_prefix,
-        "properties.transaction.timeout.ms": str(config.transaction_timeout_ms),
-    })
+    options = _kafka_options(
+        settings,
+        {
+            "topic": ";".join(topic_list),
+            "key.format": "raw",
+            "key.fields": "k",
+            "value.format": "raw",
+            "value.fields-include": "EXCEPT_KEY",
+            "sink.delivery-guarantee": "exactly-once",
+            "sink.transactional-id-prefix": config.transactional_id_prefix,
+            "properties.transaction.timeout.ms": str(config.transaction_timeout_ms),
+        },
+    )
     return (
         f"CREATE TEMPORARY TABLE `{name}` (\n"
         "  `topic` STRING METADATA FROM 'topic',\n"
@@ -255,9 +262,7 @@ def _keyed_in_java(t_env: Any, table: str) -> Any:
     # The table bridge types its output as ExternalTypeInfo; PyFlink's Python operators expect a RowTypeInfo.
     # Both serialize the same `org.apache.flink.types.Row` objects, so declare the equivalent RowTypeInfo.
     key_type = Types.ROW([Types.STRING()])
-    stream._j_data_stream.getTransformation().setOutputType(
-        Types.ROW([Types.STRING(), RAW_TYPE]).get_java_type_info()
-    )
+    stream._j_data_stream.getTransformation().setOutputType(Types.ROW([Types.STRING(), RAW_TYPE]).get_java_type_info())
     j_keyed = stream._j_data_stream.keyBy(get_gateway().jvm.KeyByKeySelector(), key_type.get_java_type_info())
     origin = DataStream(stream._j_data_stream)
     return KeyedStream(j_keyed, RAW_TYPE, origin)
@@ -269,13 +274,18 @@ def build_job(env: Any, t_env: Any, settings: Settings, config: JobConfig) -> No
 
     config.validate()
     topics = job_topics(settings)
-    t_env.execute_sql(_source_ddl("abflow_events", [topics.sessions, topics.outcomes], settings,
-                                  config.group_id, config.startup_mode))
+    t_env.execute_sql(
+        _source_ddl("abflow_events", [topics.sessions, topics.outcomes], settings, config.group_id, config.startup_mode)
+    )
     # Definitions are read from the start every time: the compacted topic holds the latest version per id.
-    t_env.execute_sql(_source_ddl("abflow_experiments", [topics.experiments], settings,
-                                  f"{config.group_id}-experiments", "earliest-offset"))
-    t_env.execute_sql(_sink_ddl("abflow_out", [topics.assignments, topics.attributed_outcomes,
-                                               topics.dead_letter], settings, config))
+    t_env.execute_sql(
+        _source_ddl(
+            "abflow_experiments", [topics.experiments], settings, f"{config.group_id}-experiments", "earliest-offset"
+        )
+    )
+    t_env.execute_sql(
+        _sink_ddl("abflow_out", [topics.assignments, topics.attributed_outcomes, topics.dead_letter], settings, config)
+    )
 
     keyed_events = _keyed_in_java(t_env, "abflow_events")
     raw_experiments = t_env.to_data_stream(
@@ -305,16 +315,23 @@ def submit(settings: Settings, config: JobConfig, *, local: bool = True, wait: b
     """Build and start the job; return its `JobClient` (or block until it ends when `wait`)."""
     env, t_env = create_environment(settings, config, local=local)
     build_job(env, t_env, settings, config)
-    logger.info("submitting job=%s parallelism=%d mode=%s checkpoint_ms=%d bootstrap=%s prefix=%r",
-                config.job_name, config.parallelism, config.execution_mode, config.checkpoint_interval_ms,
-                settings.kafka.bootstrap_servers, settings.kafka.topic_prefix)
+    logger.info(
+        "submitting job=%s parallelism=%d mode=%s checkpoint_ms=%d bootstrap=%s prefix=%r",
+        config.job_name,
+        config.parallelism,
+        config.execution_mode,
+        config.checkpoint_interval_ms,
+        settings.kafka.bootstrap_servers,
+        settings.kafka.topic_prefix,
+    )
     if wait:
         env.execute(config.job_name)
         return None
     return env.execute_async(config.job_name)
 
 
-def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The job's command line (shared by `flink run --python` and `abflow pipeline run`)."""
     defaults = JobConfig()
     parser = argparse.ArgumentParser(description="abflow decision job (for `flink run --python`)")
     parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: ABFLOW_KAFKA_BOOTSTRAP / config)")
@@ -329,8 +346,9 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--transactional-id-prefix", default=defaults.transactional_id_prefix)
     parser.add_argument("--categories", type=int, default=defaults.categories)
     parser.add_argument("--reference-rows", default=None, help="data dir with X_test.csv to verify the scorer on")
-    parser.add_argument("--startup-mode", choices=["group-offsets", "earliest-offset", "latest-offset"],
-                        default=defaults.startup_mode)
+    parser.add_argument(
+        "--startup-mode", choices=["group-offsets", "earliest-offset", "latest-offset"], default=defaults.startup_mode
+    )
     parser.add_argument("--connector-jar", default=None, help="local runs: the Kafka connector jar")
     parser.add_argument("--local", action="store_true", help="run on a local MiniCluster (default: the cluster)")
     return parser.parse_args(list(argv))
@@ -381,8 +399,11 @@ def run_local_until_stopped(settings: Settings, config: JobConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of `flink run --python flink_pipeline/job.py [options]`; `--local` runs on a MiniCluster."""
-    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Starting PyFlink's gateway resets the root logger to WARNING; keep our own loggers at INFO regardless.
+    for name in ("flink_pipeline", "experiment", "__main__"):
+        logging.getLogger(name).setLevel(logging.INFO)
     settings = load_settings({"kafka.bootstrap_servers": args.bootstrap, "kafka.topic_prefix": args.topic_prefix})
     config = config_from_args(args)
     if args.local:

@@ -15,6 +15,7 @@ from experiment.cli import (
     data_cmd,
     experiment_cmd,
     kafka_cmd,
+    pipeline_cmd,
     report_cmd,
     simulate_cmd,
     stats_cmd,
@@ -39,6 +40,7 @@ app.command("simulate")(simulate_cmd.simulate)
 app.command("collect")(collect_cmd.collect)
 app.add_typer(kafka_cmd.app, name="kafka")
 app.add_typer(experiment_cmd.app, name="experiment")
+app.add_typer(pipeline_cmd.app, name="pipeline")
 
 
 @app.callback()

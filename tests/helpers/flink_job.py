@@ -32,9 +32,15 @@ __all__ = [
 def definition(exp_id: str, pmml: str, version: str, features: Sequence[str], **changes: Any) -> ExperimentDefinition:
     """A running experiment on the test model (control first, 50/50 unless `variants` says otherwise)."""
     draft = ExperimentDefinition.new(
-        id=exp_id, name=exp_id, hypothesis="showing the category lifts conversion", owner="tests",
-        category="cat61", model=ModelRef(pmml_path=pmml, model_version=version, features=tuple(features)),
-        threshold=changes.pop("threshold", 0.5), now_ms=int(time.time() * 1000), **changes,
+        id=exp_id,
+        name=exp_id,
+        hypothesis="showing the category lifts conversion",
+        owner="tests",
+        category="cat61",
+        model=ModelRef(pmml_path=pmml, model_version=version, features=tuple(features)),
+        threshold=changes.pop("threshold", 0.5),
+        now_ms=int(time.time() * 1000),
+        **changes,
     )
     return draft.transition("launch", int(time.time() * 1000))
 
@@ -88,8 +94,9 @@ def read_until(
     return records
 
 
-def warm_up(kafka: KafkaSettings, probe_customer: str, features: Sequence[str], expected: int,
-            timeout_s: float = 120.0) -> list[dict]:
+def warm_up(
+    kafka: KafkaSettings, probe_customer: str, features: Sequence[str], expected: int, timeout_s: float = 120.0
+) -> list[dict]:
     """Send probe sessions until the job decides one for `expected` experiments: the job is up and has applied the
     definitions (a fresh job may see sessions before its first definitions; those are not assigned).
     """
@@ -99,8 +106,10 @@ def warm_up(kafka: KafkaSettings, probe_customer: str, features: Sequence[str], 
         event_id = f"probe-event-{attempt}"
         produce(kafka, "sessions", [session_raw(event_id, probe_customer, 0, {k: 0.0 for k in features})])
         records = read_until(
-            kafka, ["assignments"],
-            lambda r, eid=event_id: sum(a["event_id"] == eid for a in r["assignments"]) >= expected, timeout_s=5,
+            kafka,
+            ["assignments"],
+            lambda r, eid=event_id: sum(a["event_id"] == eid for a in r["assignments"]) >= expected,
+            timeout_s=5,
         )["assignments"]
         decided = [a for a in records if a["event_id"] == event_id]
         if len(decided) >= expected:

@@ -34,5 +34,10 @@ def job_model(tmp_path_factory: pytest.TempPathFactory) -> JobModel:
     write(generate(customers=800, categories=categories, seed=5), root / "data")
     result = train(TrainConfig(data_dir=root / "data", out_dir=root / "model", quick=True, n_jobs=1))
     features = ("age", "man", "woman", *(f"cat{i}" for i in range(1, categories + 1)))
-    return JobModel(data_dir=root / "data", pmml=Path(result.files["pmml"]), version=result.model_version,
-                    features=features, categories=categories)
+    return JobModel(
+        data_dir=root / "data",
+        pmml=Path(result.files["pmml"]),
+        version=result.model_version,
+        features=features,
+        categories=categories,
+    )

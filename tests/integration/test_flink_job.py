@@ -79,8 +79,15 @@ def run(job_model, kafka_broker, tmp_path_factory) -> Run:
     group = f"g-flinkjob-{random.randrange(16**8):08x}"
     pmml, version, features = str(job_model.pmml), job_model.version, job_model.features
     main = definition("exp-main", pmml, version, features, traffic=0.8, attribution_window_s=WINDOW_S)
-    three = definition("exp-three", pmml, version, features, threshold=0.3, attribution_window_s=WINDOW_S,
-                       variants=(("control", 0.4), ("t1", 0.3), ("t2", 0.3)))
+    three = definition(
+        "exp-three",
+        pmml,
+        version,
+        features,
+        threshold=0.3,
+        attribution_window_s=WINDOW_S,
+        variants=(("control", 0.4), ("t1", 0.3), ("t2", 0.3)),
+    )
     paused = definition("exp-paused", pmml, version, features).transition("pause", int(time.time() * 1000))
     running = [main, three]
 
@@ -113,18 +120,28 @@ def run(job_model, kafka_broker, tmp_path_factory) -> Run:
     bad_session(b"{not json", "invalid JSON: Expecting property name enclosed in double quotes at line 1 column 2")
     bad_session(b"\xff\xfe\x00garbage", "payload is not UTF-8: invalid start byte at byte 0")
     bad_session(json.dumps({k: v for k, v in good.items() if k != "ts"}).encode(), "session is missing field(s): ts")
-    bad_session(json.dumps({**good, "event_id": "x-extra", "device": "ios"}).encode(),
-                "session has unexpected field(s): device")
-    bad_session(json.dumps({**good, "event_id": "x-type", "ts": "noon"}).encode(),
-                "field 'ts' must be an integer (epoch ms), got str")
-    bad_session(json.dumps({**good, "event_id": "x-neg", "features": {**good["features"], "cat2": -1}}).encode(),
-                "feature 'cat2' must be >= 0 (a count or indicator), got -1")
-    bad_session(json.dumps({**good, "event_id": "x-unknown", "features": {**good["features"], "cat99": 1}}).encode(),
-                "unknown feature key(s): cat99")
+    bad_session(
+        json.dumps({**good, "event_id": "x-extra", "device": "ios"}).encode(), "session has unexpected field(s): device"
+    )
+    bad_session(
+        json.dumps({**good, "event_id": "x-type", "ts": "noon"}).encode(),
+        "field 'ts' must be an integer (epoch ms), got str",
+    )
+    bad_session(
+        json.dumps({**good, "event_id": "x-neg", "features": {**good["features"], "cat2": -1}}).encode(),
+        "feature 'cat2' must be >= 0 (a count or indicator), got -1",
+    )
+    bad_session(
+        json.dumps({**good, "event_id": "x-unknown", "features": {**good["features"], "cat99": 1}}).encode(),
+        "unknown feature key(s): cat99",
+    )
     huge = json.dumps({**good, "event_id": "x" * MAX_BYTES}).encode()
     bad_session(huge, f"oversized payload: {len(huge)} bytes > max_bytes={MAX_BYTES}")
-    bad_session(json.dumps({**good, "event_id": "x-key"}).encode(),
-                "customer_id 'cust-0' does not match the message key 'someone-else'", key=b"someone-else")
+    bad_session(
+        json.dumps({**good, "event_id": "x-key"}).encode(),
+        "customer_id 'cust-0' does not match the message key 'someone-else'",
+        key=b"someone-else",
+    )
 
     first_ts: dict[str, int] = {}
     for s in sessions:
@@ -162,8 +179,14 @@ def run(job_model, kafka_broker, tmp_path_factory) -> Run:
 
     for d in (*running, paused):
         publish(kafka, d)
-    with running_job(kafka, group, categories=job_model.categories, max_bytes=MAX_BYTES, hold_ms=120_000,
-                     reference_rows=str(job_model.data_dir)):
+    with running_job(
+        kafka,
+        group,
+        categories=job_model.categories,
+        max_bytes=MAX_BYTES,
+        hold_ms=120_000,
+        reference_rows=str(job_model.data_dir),
+    ):
         warm_up(kafka, _probe_customer(running), features, len(running))
         mark("probe decided")
 
@@ -172,9 +195,11 @@ def run(job_model, kafka_broker, tmp_path_factory) -> Run:
 
         def done(r: dict[str, list[dict]]) -> bool:
             real = [a for a in r["assignments"] if not a["customer_id"].startswith("probe-")]
-            return (len(real) >= expected_assignments
-                    and len(r["dead-letter"]) >= len(bad)
-                    and len(r["attributed-outcomes"]) >= len(expected_attributed))
+            return (
+                len(real) >= expected_assignments
+                and len(r["dead-letter"]) >= len(bad)
+                and len(r["attributed-outcomes"]) >= len(expected_attributed)
+            )
 
         mark("produced")
         read_until(kafka, list(OUTPUTS), done, timeout_s=90)
@@ -183,15 +208,25 @@ def run(job_model, kafka_broker, tmp_path_factory) -> Run:
         out = read_until(kafka, list(OUTPUTS), lambda r: False, timeout_s=4)
     for name in OUTPUTS:
         out[name] = [r for r in out[name] if not str(r.get("customer_id", "")).startswith("probe-")]
-    return Run(running=running, paused=paused, sessions=sessions, outcomes=outcomes, bad=bad, out=out, pmml=pmml,
-               features=features)
+    return Run(
+        running=running,
+        paused=paused,
+        sessions=sessions,
+        outcomes=outcomes,
+        bad=bad,
+        out=out,
+        pmml=pmml,
+        features=features,
+    )
 
 
 def test_exactly_one_assignment_per_valid_session_and_running_experiment(run: Run) -> None:
     got = Counter((r["event_id"], r["experiment_id"]) for r in run.out["assignments"])
     assert all(n == 1 for n in got.values()), [k for k, n in got.items() if n > 1][:5]
     expected = {
-        (s.event_id, d.id) for s in run.sessions for d in run.running
+        (s.event_id, d.id)
+        for s in run.sessions
+        for d in run.running
         if assign(d.salt, s.customer_id, d.traffic, d.weights()) is not None
     }
     assert set(got) == expected
@@ -236,7 +271,8 @@ def test_first_exposure_and_pre_period_purchases(run: Run) -> None:
     for s in run.sessions:
         per_customer[s.customer_id].append(s)
     pre_exposure_outcomes = Counter(
-        o.customer_id for o in run.outcomes
+        o.customer_id
+        for o in run.outcomes
         if o.customer_id in per_customer and o.ts < per_customer[o.customer_id][0].ts
     )
     for r in run.out["assignments"]:

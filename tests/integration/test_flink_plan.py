@@ -69,8 +69,13 @@ def test_kafka_ddl_is_exactly_once_read_committed_and_below_broker_max() -> None
 def test_security_properties_reach_the_connector() -> None:
     from pydantic import SecretStr
 
-    kafka = KafkaSettings(bootstrap_servers="b:9093", security_protocol="SASL_SSL", sasl_mechanism="PLAIN",
-                          sasl_username="u", sasl_password=SecretStr("it's"))
+    kafka = KafkaSettings(
+        bootstrap_servers="b:9093",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="PLAIN",
+        sasl_username="u",
+        sasl_password=SecretStr("it's"),
+    )
     ddl = job._source_ddl("src", ["s"], replace(load_settings(), kafka=kafka), "g", "earliest-offset")
     assert "'properties.security.protocol' = 'SASL_SSL'" in ddl
     assert "password=\"it''s\"" in ddl  # quotes are escaped, not injected

@@ -24,8 +24,12 @@ def _wait_for_version(kafka, customer: str, features, version: int, timeout_s: f
     while time.monotonic() < deadline:
         event_id = f"probe-v{version}-{attempt}"
         produce(kafka, "sessions", [session_raw(event_id, customer, T0, {k: 0.0 for k in features})])
-        got = read_until(kafka, ["assignments"],
-                         lambda r, eid=event_id: any(a["event_id"] == eid for a in r["assignments"]), timeout_s=5)
+        got = read_until(
+            kafka,
+            ["assignments"],
+            lambda r, eid=event_id: any(a["event_id"] == eid for a in r["assignments"]),
+            timeout_s=5,
+        )
         if any(a["event_id"] == event_id and a["experiment_version"] == version for a in got["assignments"]):
             return
         attempt += 1
@@ -52,8 +56,12 @@ def test_traffic_reallocation_mid_stream(job_model, kafka_broker) -> None:
         return [session_raw(f"{tag}-{c}", c, ts, {k: float(rng.randint(0, 3)) for k in features}) for c in customers]
 
     publish(kafka, v1)
-    with running_job(kafka, f"g-realloc-{random.randrange(16**8):08x}", categories=job_model.categories,
-                     reference_rows=str(job_model.data_dir)):
+    with running_job(
+        kafka,
+        f"g-realloc-{random.randrange(16**8):08x}",
+        categories=job_model.categories,
+        reference_rows=str(job_model.data_dir),
+    ):
         _wait_for_version(kafka, probe1, features, v1.version)
         produce(kafka, "sessions", batch("a", T0))
         expected_a = sum(in_v1(c) for c in customers)

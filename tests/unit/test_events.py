@@ -15,15 +15,25 @@ FEATURES = events.default_feature_names(3)  # age, man, woman, cat1, cat2, cat3
 
 
 def _session(**overrides: object) -> dict:
-    base = {"event_id": "e1", "customer_id": "c1", "ts": 1_700_000_000_000,
-            "features": {"age": 31, "man": 1, "woman": 0, "cat1": 2, "cat2": 0, "cat3": 5}}
+    base = {
+        "event_id": "e1",
+        "customer_id": "c1",
+        "ts": 1_700_000_000_000,
+        "features": {"age": 31, "man": 1, "woman": 0, "cat1": 2, "cat2": 0, "cat3": 5},
+    }
     base.update(overrides)
     return base
 
 
 def _outcome(**overrides: object) -> dict:
-    base = {"event_id": "o1", "customer_id": "c1", "ts": 1_700_000_000_500, "type": "purchase",
-            "category": "cat4", "revenue": 19.5}
+    base = {
+        "event_id": "o1",
+        "customer_id": "c1",
+        "ts": 1_700_000_000_500,
+        "type": "purchase",
+        "category": "cat4",
+        "revenue": 19.5,
+    }
     base.update(overrides)
     return base
 
@@ -146,23 +156,51 @@ def test_outcome_category_bound_when_given() -> None:
 
 def test_dead_letter_keeps_raw_utf8_or_base64() -> None:
     text = events.dead_letter_record(source_topic="s", partition=2, offset=9, raw=b'{"a":1}', error="x")
-    assert text == {"source_topic": "s", "partition": 2, "offset": 9, "raw": '{"a":1}', "raw_encoding": "utf-8",
-                    "error": "x"}
+    assert text == {
+        "source_topic": "s",
+        "partition": 2,
+        "offset": 9,
+        "raw": '{"a":1}',
+        "raw_encoding": "utf-8",
+        "error": "x",
+    }
     binary = events.dead_letter_record(source_topic="s", partition=0, offset=1, raw=b"\xff\x00", error="y")
     assert binary["raw_encoding"] == "base64" and base64.b64decode(binary["raw"]) == b"\xff\x00"
 
 
 def test_assignment_and_attribution_builders_have_design_fields() -> None:
     rec = events.assignment_record(
-        event_id="e", experiment_id="x", experiment_version=2, customer_id="c", variant="control", score=None,
-        decision="hide", model_version=None, first_exposure=True, event_ts=10, decided_ts=11, pre_period_purchases=4,
+        event_id="e",
+        experiment_id="x",
+        experiment_version=2,
+        customer_id="c",
+        variant="control",
+        score=None,
+        decision="hide",
+        model_version=None,
+        first_exposure=True,
+        event_ts=10,
+        decided_ts=11,
+        pre_period_purchases=4,
     )
-    assert set(rec) == {"event_id", "experiment_id", "experiment_version", "customer_id", "variant", "score",
-                        "decision", "model_version", "first_exposure", "event_ts", "decided_ts",
-                        "pre_period_purchases"}
+    assert set(rec) == {
+        "event_id",
+        "experiment_id",
+        "experiment_version",
+        "customer_id",
+        "variant",
+        "score",
+        "decision",
+        "model_version",
+        "first_exposure",
+        "event_ts",
+        "decided_ts",
+        "pre_period_purchases",
+    }
     outcome = events.Outcome("o", "c", 5_000, "purchase", "cat1", 2.5)
-    attributed = events.attributed_outcome_record(experiment_id="x", customer_id="c", variant="t", outcome=outcome,
-                                                  exposure_ts=2_000)
+    attributed = events.attributed_outcome_record(
+        experiment_id="x", customer_id="c", variant="t", outcome=outcome, exposure_ts=2_000
+    )
     assert attributed["outcome_event_id"] == attributed["event_id"] == "o"
     assert attributed["seconds_since_exposure"] == 3.0 and attributed["converted"] is True
     assert json.loads(events.to_json(attributed)) == attributed
