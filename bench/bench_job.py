@@ -206,11 +206,8 @@ def markdown(results: list[JobRun], details: dict[str, Any], command: str) -> st
         "",
         "Floor (issue 5): whole job >= 5,000 sessions/s (Kafka in -> decisions out, 50/50 split): "
         f"{verdict}. Start-up (JVM, job deployment, scorer verification against pypmml) is excluded from the rate "
-        "and shown separately. For scale: the same job with a do-nothing Python function ran at ~7,000 "
-        "sessions/s steady on this machine, so the framework alone (Kafka table source, Java<->Python hand-over, "
-        "exactly-once sink) takes ~140 us per record; our function adds ~200-350 us (JSON decode ~20 us and "
-        "validation ~25 us per session standalone, assignment hashing, scoring ~10 us, output JSON, and one state "
-        "write per first exposure), inflated by CPU contention inside the shared JVM.",
+        'and shown separately. Where the time goes (framework vs our function, per piece): README "pipeline", '
+        "section Speed.",
     ]
     return "\n".join(lines)
 

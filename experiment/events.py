@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import orjson
+
 from experiment.errors import DataValidationError
 
 __all__ = [
@@ -108,8 +110,22 @@ def feature_names_for(names: Iterable[str]) -> tuple[str, ...]:
 
 
 def _decode(raw: bytes, max_bytes: int, kind: str) -> dict[str, Any]:
+    """Size check, then JSON: orjson first (~5x faster than `json`), the stdlib for whatever orjson refuses.
+
+    orjson parses the well-formed majority; what it refuses (bad UTF-8, NaN/Infinity literals, lone surrogates,
+    broken JSON) goes through the stdlib path below, so the accepted values and every rejection reason are those
+    of `json.loads`. One difference: integers beyond 64 bits come back as floats (a `ts` that large is then
+    rejected as not an integer).
+    """
     if len(raw) > max_bytes:
         raise InvalidEvent(f"oversized payload: {len(raw)} bytes > max_bytes={max_bytes}")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        if isinstance(value, dict):
+            return value
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -179,16 +195,17 @@ class _Layout:
 
     names: tuple[str, ...]
     keys: frozenset[str]
-    counts: tuple[int, ...]  # positions of the purchase counts cat1..catK
+    count_names: tuple[str, ...]  # the purchase counts cat1..catK
 
 
 @functools.lru_cache(maxsize=16)
 def _layout(feature_names: tuple[str, ...]) -> _Layout:
-    counts = tuple(i for i, name in enumerate(feature_names) if _CATEGORY.fullmatch(name))
-    return _Layout(feature_names, frozenset(feature_names), counts)
+    count_names = tuple(name for name in feature_names if _CATEGORY.fullmatch(name))
+    return _Layout(feature_names, frozenset(feature_names), count_names)
 
 
 _NUMBER_TYPES = frozenset({int, float})
+_FLOAT_ONLY = {float}
 
 
 def parse_session(raw: bytes, *, feature_names: Sequence[str], max_bytes: int = DEFAULT_MAX_BYTES) -> Session:
@@ -216,12 +233,13 @@ def parse_session(raw: bytes, *, feature_names: Sequence[str], max_bytes: int = 
     # Hot path (every session): whole-list checks in C. Numbers only (bool is not int here), none negative, and a
     # finite total (any NaN or infinity makes the sum NaN or infinite). Any failure takes the slow path below,
     # which names the first bad value.
-    values = [features_obj[name] for name in layout.names]
-    numbers_only = {type(v) for v in values} <= _NUMBER_TYPES
-    if not (numbers_only and min(values, default=0) >= 0 and math.isfinite(sum(values))):
+    values = list(map(features_obj.__getitem__, layout.names))
+    types = set(map(type, values))
+    if not (types <= _NUMBER_TYPES and min(values, default=0) >= 0 and math.isfinite(sum(values))):
         _raise_first_bad_feature(layout.names, values)  # raises unless only the total overflowed
-    features = dict(zip(layout.names, map(float, values), strict=True))
-    purchases = int(sum(values[i] for i in layout.counts))
+    # All floats (what every producer of ours writes): the parsed object already is the feature dict.
+    features = features_obj if types == _FLOAT_ONLY else dict(zip(layout.names, map(float, values), strict=True))
+    purchases = int(sum(map(features_obj.__getitem__, layout.count_names)))
     return Session(event_id=event_id, customer_id=customer_id, ts=ts, features=features, purchases=purchases)
 
 

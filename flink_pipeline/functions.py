@@ -31,17 +31,20 @@ the broadcast stream, when its definition arrives; never per record and never in
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from pyflink.common import Row, Time, Types
 from pyflink.datastream.functions import KeyedBroadcastProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
 
 from experiment import events
 from experiment.assignment import assign
+from experiment.config import KafkaSettings
 from flink_pipeline.experiments import ExperimentView, parse_definition
 
 __all__ = [
@@ -95,6 +98,16 @@ JOB_COUNTERS = (
 )
 _CACHE_LIMIT = 200_000
 _FLUSH_EVERY_S = 1.0
+
+
+def _to_json(record: dict[str, Any]) -> str:
+    """The output record as compact JSON with sorted keys, like `events.to_json`, in a fifth of the time.
+
+    orjson writes the same objects (floats in shortest round-trip form, e.g. `1e-5` where `json` writes `1e-05`:
+    the same number). It would write NaN as null where `json` refuses it; callers never pass a non-finite float
+    (scores are checked before, revenues are validated on input).
+    """
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode()
 
 
 @dataclass(frozen=True)
@@ -210,7 +223,13 @@ class DecideFunction(KeyedBroadcastProcessFunction):
         reference_rows: str | None,
         scorer_fallback: bool,
         log_every_s: float = 30.0,
+        kafka: KafkaSettings | None = None,
+        snapshot_timeout_s: float = 30.0,
     ) -> None:
+        """`kafka` (plain settings, pickled with the function): where `open()` reads the current definitions.
+
+        None skips that read; the view then starts empty and only the broadcast stream fills it.
+        """
         self._topics = topics
         self._feature_names = feature_names
         self._max_bytes = max_bytes
@@ -219,6 +238,8 @@ class DecideFunction(KeyedBroadcastProcessFunction):
         self._reference_rows = reference_rows
         self._scorer_fallback = scorer_fallback
         self._log_every_s = log_every_s
+        self._kafka = kafka
+        self._snapshot_timeout_s = snapshot_timeout_s
         # Runtime-only attributes, filled in open().
         self._state: Any = None
         self._cache: dict[str, _Customer] = {}
@@ -232,7 +253,7 @@ class DecideFunction(KeyedBroadcastProcessFunction):
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        """Create the keyed state (with TTL), the cache and the metric groups."""
+        """Create the keyed state (with TTL), the cache and the metric groups; read the current definitions."""
         ttl = (
             StateTtlConfig.new_builder(Time.milliseconds(self._state_ttl_ms))
             .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
@@ -250,6 +271,54 @@ class DecideFunction(KeyedBroadcastProcessFunction):
             self._topics.sessions: "dead_lettered_sessions",
             self._topics.outcomes: "dead_lettered_outcomes",
         }
+        self._load_snapshot()
+
+    def _load_snapshot(self) -> None:
+        """Start from the definitions on the `experiments` topic now, so no session races the broadcast stream.
+
+        Why: the keyed and the broadcast inputs are read concurrently, and on a fresh start sessions would otherwise
+        be processed before the first definitions arrive (and counted as `sessions_no_running_experiment`). The
+        snapshot is only the initial view: the broadcast stream still delivers every definition (from the earliest
+        offset) and, like restored broadcast state, is merged by the highest version per experiment id. A failed
+        read is logged and the job goes on with the broadcast stream alone.
+        """
+        if self._kafka is None:
+            return
+        from experiment.control_plane import read_snapshot
+
+        assert self._metrics is not None
+        started = time.monotonic()
+        try:
+            snapshot = read_snapshot(self._kafka, timeout_s=self._snapshot_timeout_s)
+        except Exception as exc:  # the broadcast stream still delivers the definitions
+            logger.error("experiments snapshot unreadable; waiting for the broadcast stream reason=%s", exc)
+            return
+        for definition in snapshot.definitions.values():
+            try:
+                view = parse_definition(definition.to_json())
+            except Exception as exc:  # a bad definition must never fail the job
+                logger.error("snapshot definition rejected experiment_id=%s reason=%s", definition.id, exc)
+                continue
+            if self._merge(view):
+                self._metrics.job("definitions_from_snapshot")
+        logger.info(
+            "experiments snapshot read definitions=%d running=%d skipped=%d seconds=%.2f",
+            len(snapshot.definitions),
+            sum(1 for view in self._views.values() if view.is_running),
+            snapshot.skipped,
+            time.monotonic() - started,
+        )
+        for view in list(self._views.values()):
+            if view.is_running:
+                self._scorer(view)  # load and verify the model now, not on the first session
+
+    def _merge(self, view: ExperimentView) -> bool:
+        """Keep `view` unless a newer version of the experiment is known (snapshot and restored state)."""
+        current = self._views.get(view.id)
+        if current is not None and current.version > view.version:
+            return False
+        self._views[view.id] = view
+        return True
 
     def close(self) -> None:
         """Flush the last counts so that a finished bounded run reports everything."""
@@ -278,7 +347,8 @@ class DecideFunction(KeyedBroadcastProcessFunction):
         self._ensure_views(ctx)
         current = self._views.get(view.id)
         if current is not None and current.version > view.version:
-            logger.warning(
+            # Normal at start-up: the topic's history replays versions older than the snapshot's.
+            logger.info(
                 "stale experiment definition skipped experiment_id=%s version=%d current=%d %s",
                 view.id,
                 view.version,
@@ -306,11 +376,10 @@ class DecideFunction(KeyedBroadcastProcessFunction):
             return
         self._views_loaded = True
         for exp_id, text in ctx.get_broadcast_state(EXPERIMENTS_STATE).items():
-            if exp_id not in self._views:
-                try:
-                    self._views[exp_id] = parse_definition(text)
-                except Exception as exc:  # a bad definition must never fail the job
-                    logger.error("restored experiment definition rejected experiment_id=%s reason=%s", exp_id, exc)
+            try:
+                self._merge(parse_definition(text))
+            except Exception as exc:  # a bad definition must never fail the job
+                logger.error("restored experiment definition rejected experiment_id=%s reason=%s", exp_id, exc)
 
     # -- keyed side: sessions and outcomes ---------------------------------------------------------------------
 
@@ -401,6 +470,8 @@ class DecideFunction(KeyedBroadcastProcessFunction):
                     metrics.exp(view.id, "model_errors")
                     continue
                 score = float(scorer.score_one(session.features))
+                if not math.isfinite(score):  # as `json` would: never write a non-finite score
+                    raise ValueError(f"Out of range float values are not JSON compliant: score={score}")
                 model_version = view.model_version
                 metrics.exp(view.id, "scored")
                 if score >= view.threshold:
@@ -430,7 +501,7 @@ class DecideFunction(KeyedBroadcastProcessFunction):
                 decided_ts=decided_ts,
                 pre_period_purchases=exposure.pre_period_purchases,
             )
-            yield Row(self._topics.assignments, session.customer_id, events.to_json(record))
+            yield Row(self._topics.assignments, session.customer_id, _to_json(record))
             if first:
                 yield from self._attribute_held(view, exposure, customer)
         if running == 0:
@@ -466,7 +537,7 @@ class DecideFunction(KeyedBroadcastProcessFunction):
             outcome=outcome,
             exposure_ts=exposure.ts,
         )
-        return Row(self._topics.attributed_outcomes, outcome.customer_id, events.to_json(record))
+        return Row(self._topics.attributed_outcomes, outcome.customer_id, _to_json(record))
 
     def _on_outcome(self, outcome: events.Outcome, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> Any:
         metrics = self._metrics

@@ -299,6 +299,7 @@ def build_job(env: Any, t_env: Any, settings: Settings, config: JobConfig) -> No
         state_ttl_ms=config.state_ttl_ms,
         reference_rows=config.reference_rows,
         scorer_fallback=config.scorer_fallback,
+        kafka=settings.kafka,
     )
     outputs = (
         keyed_events.connect(raw_experiments.broadcast(EXPERIMENTS_STATE))

@@ -213,3 +213,27 @@ def test_parsers_never_raise_anything_but_invalid_event(raw: bytes) -> None:
             parse(raw)
         except events.InvalidEvent as exc:
             assert exc.reason
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _raw(_session()),
+        _raw(_session(event_id="e\ud800")),  # a lone surrogate: orjson refuses it, json accepts it
+        _raw(_session()).replace(b'"cat3": 5', b'"cat3": 5.0'),  # mixed int/float features
+        b"  " + _raw(_session()) + b"\n",
+    ],
+)
+def test_fast_parse_equals_the_stdlib_parse(raw: bytes) -> None:
+    """orjson is only a fast path: values are exactly those `json.loads` gives, whatever the input."""
+    session = events.parse_session(raw, feature_names=FEATURES)
+    obj = json.loads(raw.decode("utf-8"))
+    assert (session.event_id, session.customer_id, session.ts) == (obj["event_id"], obj["customer_id"], obj["ts"])
+    assert session.features == {k: float(v) for k, v in obj["features"].items()}
+    assert all(type(v) is float for v in session.features.values())
+    assert session.purchases == sum(v for k, v in obj["features"].items() if k.startswith("cat"))
+
+
+def test_infinity_literal_gets_the_stdlib_reason() -> None:
+    inf = _raw(_session()).replace(b'"cat3": 5', b'"cat3": Infinity')
+    assert _reason_session(inf) == "feature 'cat3' must be finite, got inf"
