@@ -26,6 +26,7 @@ from experiment.cli.common import fail
 from experiment.cli.kafka_cmd import BootstrapServers, TopicPrefix, cli_settings
 from experiment.config import Settings
 from experiment.errors import AbflowError, ConfigError, InfraError
+from experiment.processes import pid_alive
 
 __all__ = ["app", "parse_interval_ms", "run", "status", "stop"]
 
@@ -55,21 +56,6 @@ def _read_state(settings: Settings) -> dict | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours still answers kill(0); reap it if so.
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
-        return True
 
 
 @app.command("run")
@@ -145,7 +131,7 @@ def run(
 
 def _start_detached(settings: Settings, args: list[str]) -> None:
     state = _read_state(settings)
-    if state and _alive(int(state["pid"])):
+    if state and pid_alive(int(state["pid"])):
         raise InfraError(f"the pipeline is already running (pid {state['pid']}); `abflow pipeline stop` first.")
     directory = _state_dir(settings)
     directory.mkdir(parents=True, exist_ok=True)
@@ -174,7 +160,7 @@ def stop(
     """Stop the detached pipeline: cancel the job cleanly (SIGTERM), then kill it if it does not exit in time."""
     settings = cli_settings()
     state = _read_state(settings)
-    if not state or not _alive(int(state["pid"])):
+    if not state or not pid_alive(int(state["pid"])):
         typer.echo("the pipeline is not running")
         if state:
             (_state_dir(settings) / "job.json").unlink(missing_ok=True)
@@ -182,9 +168,9 @@ def stop(
     pid = int(state["pid"])
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and pid_alive(pid):
         time.sleep(0.5)
-    if _alive(pid):
+    if pid_alive(pid):
         os.killpg(pid, signal.SIGKILL)
         typer.echo(f"the pipeline (pid {pid}) did not stop within {timeout:.0f} s and was killed")
     else:
@@ -199,7 +185,7 @@ def status(
     """Whether the detached pipeline runs, since when, and the latest lines of its log."""
     settings = cli_settings()
     state = _read_state(settings)
-    if not state or not _alive(int(state["pid"])):
+    if not state or not pid_alive(int(state["pid"])):
         typer.echo("pipeline: not running")
         raise typer.Exit(code=1)
     uptime = int(time.time()) - int(state["started"])

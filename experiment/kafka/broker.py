@@ -32,6 +32,7 @@ from pathlib import Path
 from experiment.config import KafkaSettings, Settings
 from experiment.errors import InfraError
 from experiment.kafka import jars
+from experiment.processes import pid_alive
 
 __all__ = [
     "DEFAULT_PORT",
@@ -175,13 +176,13 @@ def stop(data_dir: Path, *, timeout_s: float = 60.0) -> bool:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while _alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if _alive(pid):
+    if pid_alive(pid):
         logger.warning("broker ignored SIGTERM for %ss, killing pid=%s", timeout_s, pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        while _alive(pid):
+        while pid_alive(pid):
             time.sleep(0.1)
     _clear_state(data_dir)
     return True
@@ -218,7 +219,7 @@ def wait_ready(pid: int | None, data_dir: Path, port: int, timeout_s: float) -> 
     kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if pid is not None and not _alive(pid):
+        if pid is not None and not pid_alive(pid):
             raise InfraError(f"The Kafka broker exited during startup. Last lines: {_log_tail(data_dir)}")
         if _port_open(port) and metadata_answered(kafka, timeout_s=3.0):
             logger.info("broker ready port=%s", port)
@@ -305,27 +306,6 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _alive(pid: int) -> bool:
-    """Whether `pid` is running; reaps it when it is our own exited child so that zombies count as dead."""
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.is_file():
-        with contextlib.suppress(OSError):
-            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    return True
-
-
 def _command_line(pid: int) -> str:
     proc = Path(f"/proc/{pid}/cmdline")
     if proc.is_file():
@@ -336,7 +316,7 @@ def _command_line(pid: int) -> str:
 
 
 def _is_our_broker(pid: int, data_dir: Path) -> bool:
-    if not _alive(pid):
+    if not pid_alive(pid):
         return False
     command = _command_line(pid)
     return "kafka.Kafka" in command and str(data_dir / "server.properties") in command

@@ -15,6 +15,7 @@ from experiment.config import KafkaSettings, load_settings
 from experiment.errors import InfraError
 from experiment.kafka import broker, jars, topics
 from experiment.kafka.clients import make_admin, make_consumer, make_producer
+from experiment.processes import pid_alive
 
 pytestmark = pytest.mark.kafka
 
@@ -150,7 +151,7 @@ def test_cli_up_twice_status_down(tmp_path: Path, kafka_broker: KafkaSettings) -
         down = runner.invoke(app, ["kafka", "down", *args])
     assert down.exit_code == 0
     assert f"kafka: stopped pid={pid}" in down.output
-    assert not broker._alive(pid)
+    assert not pid_alive(pid)
 
     stopped = runner.invoke(app, ["kafka", "status", *args])
     assert stopped.exit_code == 1
