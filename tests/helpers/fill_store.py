@@ -108,9 +108,7 @@ def make_experiment(
 
     assignments: list[dict[str, Any]] = []
     outcomes: list[dict[str, Any]] = []
-    propensity = rng.gamma(
-        0.5, 2.0, size=n_customers
-    )  # mean 1, var 2: higher = more likely to buy, before and after
+    propensity = rng.gamma(0.5, 2.0, size=n_customers)  # mean 1, var 2: higher = more likely to buy, before and after
     horizon_ms = days * DAY_MS
     for i in range(n_customers):
         customer_id = f"c{i:07d}"
@@ -180,17 +178,13 @@ def make_experiment(
     exact: dict[str, VariantStats] = {name: VariantStats() for name, _ in variants}
     for customer_id, a in first.items():
         r = cents.get(customer_id, 0)
-        exact[a["variant"]] = exact[a["variant"]] + VariantStats.of_user_cents(
-            r > 0, r, a["pre_period_purchases"]
-        )
+        exact[a["variant"]] = exact[a["variant"]] + VariantStats.of_user_cents(r > 0, r, a["pre_period_purchases"])
     return SyntheticExperiment(
         definition=defn, assignments=assignments, outcomes=outcomes, true_rates=rates, expected_stats=exact
     )
 
 
-def fill_store(
-    path: str | Path, experiment: SyntheticExperiment | None = None, **kwargs: Any
-) -> SyntheticExperiment:
+def fill_store(path: str | Path, experiment: SyntheticExperiment | None = None, **kwargs: Any) -> SyntheticExperiment:
     """Write a synthetic experiment (`make_experiment(**kwargs)` unless given) into the store at `path`."""
     exp = experiment or make_experiment(**kwargs)
     with ResultsStore(path) as store:

@@ -15,13 +15,15 @@ import argparse
 import base64
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,11 +97,13 @@ def open_page(width: int = 1400, height: int = 2400, startup_timeout: float = 30
     binary = chromium_path()
     if binary is None:
         raise FileNotFoundError("chromium is not installed (apt-get install chromium)")
-    with tempfile.TemporaryDirectory(prefix="abflow-chromium-") as profile:
+    profile = tempfile.mkdtemp(prefix="abflow-chromium-")
+    try:
         proc = subprocess.Popen(
             [binary, *_FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}", "about:blank"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its renderer/utility children share the group, so they can be stopped too
         )
         try:
             port_file = Path(profile) / "DevToolsActivePort"
@@ -120,12 +124,33 @@ def open_page(width: int = 1400, height: int = 2400, startup_timeout: float = 30
                 )
                 yield browser_page
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop_group(proc)
+    finally:
+        _remove_profile(Path(profile))
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """Stop Chromium and every child it forked; children outliving the browser keep writing to the profile."""
+    _signal_group(proc.pid, signal.SIGTERM)
+    with suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+    _signal_group(proc.pid, signal.SIGKILL)  # the browser if it hung, and any child still alive
+    proc.wait()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def _remove_profile(profile: Path, attempts: int = 20) -> None:
+    """Delete the temporary profile; retried because a dying child may still flush a file into it."""
+    for _ in range(attempts):
+        shutil.rmtree(profile, ignore_errors=True)
+        if not profile.exists():
+            return
+        time.sleep(0.25)
+    raise OSError(f"could not remove the Chromium profile {profile}")
 
 
 _STREAMLIT_IDLE = (
