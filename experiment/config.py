@@ -48,9 +48,7 @@ class KafkaSettings:
         if self.sasl_mechanism:
             config["sasl_mechanism"] = self.sasl_mechanism
             config["sasl_plain_username"] = self.sasl_username
-            config["sasl_plain_password"] = (
-                self.sasl_password.get_secret_value() if self.sasl_password else None
-            )
+            config["sasl_plain_password"] = self.sasl_password.get_secret_value() if self.sasl_password else None
         if self.ssl_cafile:
             config["ssl_cafile"] = self.ssl_cafile
         return config
@@ -66,9 +64,7 @@ class KafkaSettings:
                 if self.sasl_mechanism.upper().startswith("SCRAM")
                 else "org.apache.kafka.common.security.plain.PlainLoginModule"
             )
-            props["sasl.jaas.config"] = (
-                f'{module} required username="{self.sasl_username}" password="{password}";'
-            )
+            props["sasl.jaas.config"] = f'{module} required username="{self.sasl_username}" password="{password}";'
         if self.ssl_cafile:
             props["ssl.truststore.type"] = "PEM"
             props["ssl.truststore.location"] = self.ssl_cafile

@@ -178,18 +178,14 @@ def to_epoch_ms(value: int | float | dt.datetime | dt.date | str | None) -> int 
     if isinstance(value, dt.date):
         start = dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
         return int(start.timestamp() * 1000) + _MS_PER_DAY - 1
-    raise TypeError(
-        f"as_of must be epoch ms, a datetime, a date or an ISO string; got {type(value).__name__}"
-    )
+    raise TypeError(f"as_of must be epoch ms, a datetime, a date or an ISO string; got {type(value).__name__}")
 
 
 def _require(rec: Mapping[str, Any], kind: str, names: Iterable[str]) -> None:
     missing = [n for n in names if rec.get(n) is None]
     if missing:
         ident = rec.get("event_id") or rec.get("outcome_event_id") or "?"
-        raise DataValidationError(
-            f"{kind} record {ident!r} lacks required field(s) {missing}; got keys {sorted(rec)}"
-        )
+        raise DataValidationError(f"{kind} record {ident!r} lacks required field(s) {missing}; got keys {sorted(rec)}")
 
 
 def _assignment_row(rec: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -221,8 +217,7 @@ def _outcome_row(rec: Mapping[str, Any]) -> tuple[Any, ...]:
     revenue = rec.get("revenue") or 0.0
     if not isinstance(revenue, int | float) or not math.isfinite(revenue):
         raise DataValidationError(
-            f"attributed-outcomes record {rec['outcome_event_id']!r}: revenue must be a finite number, "
-            f"got {revenue!r}"
+            f"attributed-outcomes record {rec['outcome_event_id']!r}: revenue must be a finite number, got {revenue!r}"
         )
     converted = rec.get("converted", True)
     return (
@@ -308,9 +303,7 @@ class ResultsStore:
     def con(self) -> Any:
         """The live DuckDB connection; raises if the store is not open."""
         if self._con is None:
-            raise InfraError(
-                f"results store {self.path} is not open; use `with ResultsStore(path) as store:`"
-            )
+            raise InfraError(f"results store {self.path} is not open; use `with ResultsStore(path) as store:`")
         return self._con
 
     # -- writes
@@ -387,8 +380,7 @@ class ResultsStore:
         self.con.register("_abflow_batch", data)
         try:
             self.con.execute(
-                f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) "
-                f"SELECT {', '.join(columns)} FROM _abflow_batch"
+                f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM _abflow_batch"
             )
         finally:
             self.con.unregister("_abflow_batch")
@@ -437,18 +429,13 @@ class ResultsStore:
     def variant_stats(self, experiment_id: str, as_of: Any = None) -> dict[str, VariantStats]:
         """Sufficient statistics per variant from the customers view (definition's variants zero-filled)."""
         params = {"exp": experiment_id, "as_of": self._as_of(as_of)}
-        sql = (
-            f"WITH customers AS ({_CUSTOMERS_SQL}) "
-            f"SELECT variant, {_STATS_SELECT} FROM customers GROUP BY variant"
-        )
+        sql = f"WITH customers AS ({_CUSTOMERS_SQL}) SELECT variant, {_STATS_SELECT} FROM customers GROUP BY variant"
         result = dict.fromkeys(self._variant_names(experiment_id), VariantStats())
         for row in self.con.execute(sql, params).fetchall():
             result[row[0]] = VariantStats(*(int(v) for v in row[1:]))
         return dict(sorted(result.items()))
 
-    def daily_stats(
-        self, experiment_id: str, as_of: Any = None
-    ) -> list[tuple[dt.date, dict[str, VariantStats]]]:
+    def daily_stats(self, experiment_id: str, as_of: Any = None) -> list[tuple[dt.date, dict[str, VariantStats]]]:
         """Cumulative statistics per variant at the end of each UTC day.
 
         Days run from the first exposure to the last day with data (or the as-of day). The last entry equals
@@ -468,9 +455,7 @@ class ResultsStore:
 
         for variant, day, users, x_sum, x_sq in self.con.execute(_DAILY_JOIN_SQL, params).fetchall():
             add(int(day), variant, (users, 0, 0, 0, x_sum, x_sq, 0, 0))
-        for variant, day, conv, r_sum, r_sq, xr, xc in self.con.execute(
-            _DAILY_OUTCOME_SQL, params
-        ).fetchall():
+        for variant, day, conv, r_sum, r_sq, xr, xc in self.con.execute(_DAILY_OUTCOME_SQL, params).fetchall():
             add(int(day), variant, (0, conv, r_sum, r_sq, 0, 0, xr, xc))
         if not increments:
             return []

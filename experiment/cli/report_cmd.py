@@ -21,16 +21,12 @@ __all__ = ["report"]
 def report(
     experiment: Annotated[str, typer.Argument(help="Experiment id, e.g. cat61-v1.")],
     fmt: Annotated[str, typer.Option("--format", help="Output format: md, html, json or csv.")] = "md",
-    out: Annotated[
-        Path | None, typer.Option("--out", help="File to write (default: report-<id>.<format>).")
-    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="File to write (default: report-<id>.<format>).")] = None,
     as_of: Annotated[
         str | None,
         typer.Option("--as-of", help="Only data up to this time: ISO-8601 (a date = its end) or epoch ms."),
     ] = None,
-    store: Annotated[
-        Path | None, typer.Option("--store", help="Results store file (default: settings).")
-    ] = None,
+    store: Annotated[Path | None, typer.Option("--store", help="Results store file (default: settings).")] = None,
     alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.05,
 ) -> None:
     """Write a report: definition, sample sizes, SRM, metrics by method, P(beat), CUPED, verdict."""

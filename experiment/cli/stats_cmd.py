@@ -37,9 +37,7 @@ def parse_counts(option: str, text: str) -> tuple[int, int]:
         )
     users, conversions = int(match.group(1)), int(match.group(2))
     if users < 0 or conversions < 0:
-        raise StatsInputError(
-            f"{option} counts must be non-negative; got users={users} conversions={conversions}"
-        )
+        raise StatsInputError(f"{option} counts must be non-negative; got users={users} conversions={conversions}")
     if conversions > users:
         raise StatsInputError(f"{option} has more conversions ({conversions}) than users ({users})")
     return users, conversions
@@ -55,9 +53,7 @@ def parse_weights(text: str) -> tuple[float, float]:
     if len(values) != 2 or not all(math.isfinite(v) and v > 0 for v in values):
         raise StatsInputError(f"--weights must be two positive numbers like 0.5,0.5; got {text!r}")
     if abs(sum(values) - 1.0) > 1e-6:
-        raise StatsInputError(
-            f"--weights must sum to 1.0. Got {values[0]:g} + {values[1]:g} = {sum(values):g}"
-        )
+        raise StatsInputError(f"--weights must sum to 1.0. Got {values[0]:g} + {values[1]:g} = {sum(values):g}")
     return values[0], values[1]
 
 
@@ -73,9 +69,7 @@ def stats_payload(
     c = VariantStats.from_counts(*control)
     t = VariantStats.from_counts(*treatment)
     prop = compare_proportions(c, t, alpha=alpha)
-    srm = srm_test(
-        {"control": c.users, "treatment": t.users}, {"control": weights[0], "treatment": weights[1]}
-    )
+    srm = srm_test({"control": c.users, "treatment": t.users}, {"control": weights[0], "treatment": weights[1]})
     bayes = compare_bayes(c, t)
 
     reasons: dict[str, str] = {}
@@ -165,12 +159,8 @@ def stats(
     control: Annotated[str, typer.Option(help="Control arm as USERS/CONVERSIONS, e.g. 10000/1000.")],
     treatment: Annotated[str, typer.Option(help="Treatment arm as USERS/CONVERSIONS, e.g. 10000/1100.")],
     alpha: Annotated[float, typer.Option(help="Significance level for the CIs and p-values.")] = 0.05,
-    weights: Annotated[
-        str, typer.Option(help="Configured split control,treatment for the SRM check.")
-    ] = "0.5,0.5",
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object instead of a table.")
-    ] = False,
+    weights: Annotated[str, typer.Option(help="Configured split control,treatment for the SRM check.")] = "0.5,0.5",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
 ) -> None:
     """Compare two conversion rates: CIs, p-values, SRM and P(treatment beats control)."""
     try:

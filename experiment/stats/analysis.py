@@ -99,8 +99,7 @@ class AnalysisConfig:
         for metric in self.metrics:
             if metric not in METRICS:
                 raise ValueError(
-                    f"experiment '{self.experiment_id}' uses metric '{metric}'; "
-                    f"supported metrics are {list(METRICS)}"
+                    f"experiment '{self.experiment_id}' uses metric '{metric}'; supported metrics are {list(METRICS)}"
                 )
         if not 0.0 < self.alpha < 1.0:
             raise ValueError(f"alpha must lie in (0, 1), got {self.alpha}")
@@ -209,9 +208,7 @@ def _target(config: AnalysisConfig, stats: Mapping[str, VariantStats]) -> tuple[
     baseline = stats[config.control].conversion_rate
     if config.mde and baseline:
         ratio = 1.0
-        needed = sample_size_proportions(
-            baseline, config.mde, alpha=config.alpha, power=config.power, ratio=ratio
-        )
+        needed = sample_size_proportions(baseline, config.mde, alpha=config.alpha, power=config.power, ratio=ratio)
         if needed.n_control is not None:
             return needed.n_control * len(config.variants), "mde_at_observed_control_rate"
     return None, None
@@ -277,9 +274,7 @@ def analyse(
             p_value_holm=holm[f"{r.arm}/{r.metric}"],
             p_value_bh=bh[f"{r.arm}/{r.metric}"],
             reasons={
-                k: Reason.NO_P_VALUE
-                for k in ("p_value_holm", "p_value_bh")
-                if holm[f"{r.arm}/{r.metric}"] is None
+                k: Reason.NO_P_VALUE for k in ("p_value_holm", "p_value_bh") if holm[f"{r.arm}/{r.metric}"] is None
             },
         )
         for r in raw
@@ -343,15 +338,11 @@ def _verdict(
     primary = [r for r in results if r.role == "primary"]
     primary_p = adjust_p_values({r.arm: comparison(r).p_value for r in primary}, method="holm", alpha=alpha)
     guard = [r for r in results if r.role == "guardrail"]
-    guard_p = adjust_p_values(
-        {f"{r.arm}/{r.metric}": comparison(r).p_value for r in guard}, method="holm", alpha=alpha
-    )
+    guard_p = adjust_p_values({f"{r.arm}/{r.metric}": comparison(r).p_value for r in guard}, method="holm", alpha=alpha)
     harmed = {
         r.arm
         for r in guard
-        if (p := guard_p[f"{r.arm}/{r.metric}"]) is not None
-        and p < alpha
-        and (comparison(r).abs_diff or 0) < 0
+        if (p := guard_p[f"{r.arm}/{r.metric}"]) is not None and p < alpha and (comparison(r).abs_diff or 0) < 0
     }
     better, worse = [], []
     for r in primary:

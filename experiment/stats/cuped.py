@@ -79,9 +79,7 @@ def compare_cuped(
     var_x = sample_cov(pooled.users, pooled.pre_sum, pooled.pre_sum, pooled.pre_sum_sq)
     cov_xy = sample_cov(pooled.users, pooled.pre_sum, sy, sxy)
     if not var_x or cov_xy is None:
-        return CupedResult(
-            method=METHOD, alpha=alpha, reasons=dict.fromkeys(empty, Reason.NO_PRE_PERIOD_VARIANCE)
-        )
+        return CupedResult(method=METHOD, alpha=alpha, reasons=dict.fromkeys(empty, Reason.NO_PRE_PERIOD_VARIANCE))
     theta = cov_xy / var_x  # in integer metric units (cents for revenue) per purchase
     x_bar = pooled.pre_sum / pooled.users
 

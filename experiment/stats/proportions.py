@@ -32,9 +32,7 @@ def two_sided_p(z: float) -> float:
     return float(min(1.0, 2.0 * norm.sf(abs(z))))
 
 
-def compare_proportions(
-    control: VariantStats, treatment: VariantStats, *, alpha: float = 0.05
-) -> ProportionsResult:
+def compare_proportions(control: VariantStats, treatment: VariantStats, *, alpha: float = 0.05) -> ProportionsResult:
     """Compare conversion rates: treatment − control (absolute) and treatment / control − 1 (relative).
 
     Formulas, with p̂ = conversions / users and n = users per arm:
@@ -67,9 +65,7 @@ def compare_proportions(
             "p_value_pooled",
         ):
             reasons[name] = Reason.NO_USERS
-        return ProportionsResult(
-            method=METHOD, alpha=alpha, control_value=pc, treatment_value=pt, reasons=reasons
-        )
+        return ProportionsResult(method=METHOD, alpha=alpha, control_value=pc, treatment_value=pt, reasons=reasons)
 
     var_c = pc * (1.0 - pc) / nc
     var_t = pt * (1.0 - pt) / nt
@@ -109,9 +105,7 @@ def compare_proportions(
             rel_ci = Interval(rel - z_crit * rel_se, rel + z_crit * rel_se)
             rel_p = two_sided_p(rel / rel_se)
         else:
-            reasons.update(
-                rel_se=Reason.ZERO_VARIANCE, rel_ci=Reason.ZERO_VARIANCE, rel_p_value=Reason.ZERO_VARIANCE
-            )
+            reasons.update(rel_se=Reason.ZERO_VARIANCE, rel_ci=Reason.ZERO_VARIANCE, rel_p_value=Reason.ZERO_VARIANCE)
 
     return ProportionsResult(
         method=METHOD,

@@ -57,9 +57,7 @@ def check_finite(obj: Any) -> None:
             continue
         value = getattr(obj, f.name)
         if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(
-                f"{type(obj).__name__}.{f.name} is {value}; undefined values must be None + reason"
-            )
+            raise ValueError(f"{type(obj).__name__}.{f.name} is {value}; undefined values must be None + reason")
         if value is None and f.metadata.get("nullable") and f.name not in reasons:
             raise ValueError(f"{type(obj).__name__}.{f.name} is None without a reason")
 

@@ -72,9 +72,7 @@ class SequentialResult(Comparison):
     looks: int = 1
 
 
-def mixture_variance(
-    per_user_variance: float | np.ndarray, alpha: float, tuning_users: int
-) -> float | np.ndarray:
+def mixture_variance(per_user_variance: float | np.ndarray, alpha: float, tuning_users: int) -> float | np.ndarray:
     """τ² = s²·(−2 ln α + ln(1 − 2 ln α)) / tuning_users (see the module docstring)."""
     if tuning_users <= 0:
         raise ValueError(f"tuning_users must be > 0, got {tuning_users}")
@@ -109,9 +107,7 @@ def compare_sequential(
     running intersection, both still always valid (the running min/intersection of always-valid objects is
     always valid).
     """
-    snapshots = (
-        [history] if isinstance(history, tuple) and isinstance(history[0], VariantStats) else list(history)
-    )
+    snapshots = [history] if isinstance(history, tuple) and isinstance(history[0], VariantStats) else list(history)
     if not snapshots:
         raise ValueError("compare_sequential needs at least one (control, treatment) snapshot")
     p_run = 1.0

@@ -54,9 +54,7 @@ def srm_test(
     Zero users in total: p-value null with reason `no_users_in_variant`, no alarm.
     """
     if set(observed) != set(weights):
-        raise ValueError(
-            f"SRM needs the same variants in observed {sorted(observed)} and weights {sorted(weights)}"
-        )
+        raise ValueError(f"SRM needs the same variants in observed {sorted(observed)} and weights {sorted(weights)}")
     if len(weights) < 2:
         raise ValueError(f"SRM needs at least two variants, got {sorted(weights)}")
     for name, w in weights.items():

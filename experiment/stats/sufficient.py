@@ -53,9 +53,7 @@ class VariantStats:
         if self.users < 0:
             raise ValueError(f"VariantStats.users must be >= 0, got {self.users}")
         if not 0 <= self.conversions <= self.users:
-            raise ValueError(
-                f"VariantStats.conversions must lie in [0, users={self.users}], got {self.conversions}"
-            )
+            raise ValueError(f"VariantStats.conversions must lie in [0, users={self.users}], got {self.conversions}")
         for name in ("revenue_cents_sum_sq", "pre_sum_sq"):
             if getattr(self, name) < 0:
                 raise ValueError(f"VariantStats.{name} is a sum of squares and must be >= 0")
@@ -135,9 +133,7 @@ class VariantStats:
     @property
     def revenue_variance(self) -> float | None:
         """Sample variance (n − 1) of revenue per user, currency units²; None with fewer than two users."""
-        var_cents = sample_cov(
-            self.users, self.revenue_cents_sum, self.revenue_cents_sum, self.revenue_cents_sum_sq
-        )
+        var_cents = sample_cov(self.users, self.revenue_cents_sum, self.revenue_cents_sum, self.revenue_cents_sum_sq)
         return None if var_cents is None else var_cents / CENTS_PER_UNIT**2
 
     @property

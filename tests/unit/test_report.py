@@ -105,9 +105,7 @@ def test_every_format_is_written(filled, tmp_path) -> None:
     runner = CliRunner()
     for fmt in ("md", "html", "json", "csv"):
         out = tmp_path / f"report.{fmt}"
-        result = runner.invoke(
-            app, ["report", "cat61-v1", "--format", fmt, "--out", str(out), "--store", str(path)]
-        )
+        result = runner.invoke(app, ["report", "cat61-v1", "--format", fmt, "--out", str(out), "--store", str(path)])
         assert result.exit_code == 0, result.output
         assert "ship treatment" in result.output
         text = out.read_text()
@@ -122,9 +120,7 @@ def test_every_format_is_written(filled, tmp_path) -> None:
 
 def test_report_errors_are_one_line(filled, tmp_path) -> None:
     path, _ = filled
-    result = CliRunner().invoke(
-        app, ["report", "nope", "--store", str(path), "--out", str(tmp_path / "x.md")]
-    )
+    result = CliRunner().invoke(app, ["report", "nope", "--store", str(path), "--out", str(tmp_path / "x.md")])
     assert result.exit_code == 2 and "experiment 'nope' is not in the results store" in result.output
     result = CliRunner().invoke(app, ["report", "cat61-v1", "--store", str(path), "--format", "pdf"])
     assert result.exit_code == 2 and "--format must be one of" in result.output

@@ -74,8 +74,7 @@ def test_sequential_scalar_path_matches_vectorised_and_covers() -> None:
     x_c, x_t, n = _peeking_paths(14, 3, 10, 250, 0.2)
     for s in range(3):
         history = [
-            (V.from_counts(int(n[k]), int(x_c[s, k])), V.from_counts(int(n[k]), int(x_t[s, k])))
-            for k in range(10)
+            (V.from_counts(int(n[k]), int(x_c[s, k])), V.from_counts(int(n[k]), int(x_t[s, k]))) for k in range(10)
         ]
         r = compare_sequential(history, tuning_users=10_000)
         pc, pt = x_c[s] / n, x_t[s] / n
@@ -91,8 +90,5 @@ def test_sequential_detects_a_real_effect() -> None:
     x_c, x_t, n = _peeking_paths(15, 1, 40, 250, 0.10)
     rng = np.random.default_rng(16)
     x_t = np.cumsum(rng.binomial(250, 0.13, (1, 40)), axis=1)
-    history = [
-        (V.from_counts(int(n[k]), int(x_c[0, k])), V.from_counts(int(n[k]), int(x_t[0, k])))
-        for k in range(40)
-    ]
+    history = [(V.from_counts(int(n[k]), int(x_c[0, k])), V.from_counts(int(n[k]), int(x_t[0, k]))) for k in range(40)]
     assert compare_sequential(history).p_value < 0.05

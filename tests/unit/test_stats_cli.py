@@ -26,9 +26,7 @@ FIELDS = {
 
 
 def test_json_has_design_fields_and_values() -> None:
-    result = CliRunner().invoke(
-        app, ["stats", "--control", "10000/1000", "--treatment", "10000/1100", "--json"]
-    )
+    result = CliRunner().invoke(app, ["stats", "--control", "10000/1000", "--treatment", "10000/1100", "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert set(payload) >= FIELDS

@@ -33,13 +33,9 @@ def test_matches_statsmodels_on_random_cases() -> None:
         n_c, n_t = rng.integers(50, 200_000, size=2)
         p_c, p_t = rng.uniform(0.01, 0.9, size=2)
         x_c, x_t = rng.binomial(n_c, p_c), rng.binomial(n_t, p_t)
-        r = compare_proportions(
-            V.from_counts(int(n_c), int(x_c)), V.from_counts(int(n_t), int(x_t)), alpha=0.1
-        )
+        r = compare_proportions(V.from_counts(int(n_c), int(x_c)), V.from_counts(int(n_t), int(x_t)), alpha=0.1)
         wald = sm_prop.test_proportions_2indep(x_t, n_t, x_c, n_c, method="wald", compare="diff")
-        lo, hi = sm_prop.confint_proportions_2indep(
-            x_t, n_t, x_c, n_c, method="wald", compare="diff", alpha=0.1
-        )
+        lo, hi = sm_prop.confint_proportions_2indep(x_t, n_t, x_c, n_c, method="wald", compare="diff", alpha=0.1)
         _, pooled = sm_prop.proportions_ztest([x_t, x_c], [n_t, n_c])
         assert r.p_value == pytest.approx(wald.pvalue, rel=1e-9, abs=1e-14)
         assert (r.abs_ci.lower, r.abs_ci.upper) == pytest.approx((lo, hi), rel=1e-9, abs=1e-14)

@@ -11,9 +11,7 @@ from hypothesis import strategies as st
 from experiment.stats.sufficient import VariantStats
 
 users = st.lists(
-    st.tuples(
-        st.booleans(), st.floats(0, 5_000, allow_nan=False).map(lambda r: round(r, 2)), st.integers(0, 50)
-    ),
+    st.tuples(st.booleans(), st.floats(0, 5_000, allow_nan=False).map(lambda r: round(r, 2)), st.integers(0, 50)),
     max_size=40,
 )
 
@@ -31,9 +29,7 @@ def test_merging_in_any_order_is_equal(rows, rnd: random.Random) -> None:
         shuffled[i : i + 2] = [shuffled[i] + shuffled[i + 1]]
     tree = shuffled[0] if shuffled else VariantStats()
     assert tree == forward
-    assert forward == VariantStats.of_users(
-        [c for c, _, _ in rows], [r for _, r, _ in rows], [x for *_, x in rows]
-    )
+    assert forward == VariantStats.of_users([c for c, _, _ in rows], [r for _, r, _ in rows], [x for *_, x in rows])
 
 
 @given(users, users)

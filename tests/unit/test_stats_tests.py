@@ -66,9 +66,7 @@ def test_prob_beat_golden_and_symmetry() -> None:
     # Beta(2,2) vs Beta(2,2): exactly 0.5 by symmetry; Beta(1,1) vs Beta(2,1): P = 2/3 exactly.
     assert bayes.prob_b_beats_a(2, 2, 2, 2)[0] == pytest.approx(0.5, abs=1e-13)
     assert bayes.prob_b_beats_a(1, 1, 2, 1)[0] == pytest.approx(2 / 3, abs=1e-13)
-    assert bayes.prob_b_beats_a(30, 70, 40, 60)[0] + bayes.prob_b_beats_a(40, 60, 30, 70)[0] == pytest.approx(
-        1.0
-    )
+    assert bayes.prob_b_beats_a(30, 70, 40, 60)[0] + bayes.prob_b_beats_a(40, 60, 30, 70)[0] == pytest.approx(1.0)
 
 
 def test_prob_beat_against_monte_carlo() -> None:

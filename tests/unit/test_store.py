@@ -158,10 +158,7 @@ def test_dead_letters_idempotent_and_bad_records_raise(store) -> None:
 
 
 def test_batch_writes_thousands_per_second(store) -> None:
-    records = [
-        _assignment(f"a{i}", f"c{i}", "control" if i % 2 else "treatment", START_MS + i)
-        for i in range(20_000)
-    ]
+    records = [_assignment(f"a{i}", f"c{i}", "control" if i % 2 else "treatment", START_MS + i) for i in range(20_000)]
     started = time.perf_counter()
     for k in range(0, len(records), 2_000):
         store.record_batch(assignments=records[k : k + 2_000])
