@@ -19,8 +19,9 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
 
 from experiment.errors import DataValidationError
@@ -214,7 +215,47 @@ def parse_session(raw: bytes, *, feature_names: Sequence[str], max_bytes: int = 
     `features` must hold exactly `feature_names` (an unknown key such as `cat99` or a missing one is an error, so
     that a model never scores a silently zero-filled feature); every value is a finite number >= 0 (counts and
     indicators cannot be negative, nor can an age).
+
+    Every session of the stream passes here, so a well-formed one takes a fast path (msgspec decodes and checks
+    the schema in C, ~4x faster); anything it does not accept goes through `_parse_session_checked`, which
+    accepts exactly the same messages and names the reason of a rejection. The two are held equal by
+    tests/unit/test_events_fast_path.py on valid, malformed and fuzzed messages.
     """
+    layout = _layout(tuple(feature_names))
+    if len(raw) <= max_bytes:
+        session = _fast_session(raw, layout)
+        if session is not None:
+            return session
+    return _parse_session_checked(raw, layout, max_bytes)
+
+
+class _SessionWire(msgspec.Struct, forbid_unknown_fields=True):
+    """The `sessions` schema as msgspec checks it: all four fields, nothing else, the same constraints."""
+
+    event_id: Annotated[str, msgspec.Meta(min_length=1)]
+    customer_id: Annotated[str, msgspec.Meta(min_length=1)]
+    ts: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # larger ones go to the reference (orjson: float > u64)
+    features: dict[str, Annotated[float, msgspec.Meta(ge=0)]]
+
+
+_SESSION_DECODER = msgspec.json.Decoder(_SessionWire)
+
+
+def _fast_session(raw: bytes, layout: _Layout) -> Session | None:
+    """The session if msgspec accepts it and it has exactly the layout's finite features; otherwise None."""
+    try:
+        wire = _SESSION_DECODER.decode(raw)
+    except (msgspec.MsgspecError, ValueError):  # ValueError: e.g. UnicodeDecodeError from a key
+        return None
+    features = wire.features
+    if features.keys() != layout.keys or not math.isfinite(sum(features.values())):
+        return None
+    purchases = int(sum(map(features.__getitem__, layout.count_names)))
+    return Session(wire.event_id, wire.customer_id, wire.ts, features, purchases)
+
+
+def _parse_session_checked(raw: bytes, layout: _Layout, max_bytes: int) -> Session:
+    """The reference validation: every check in Python, raising `InvalidEvent` with the first failure."""
     obj = _decode(raw, max_bytes, "session")
     _check_fields(obj, _SESSION_FIELDS, "session")
     event_id = _string(obj, "event_id")
@@ -223,16 +264,15 @@ def parse_session(raw: bytes, *, feature_names: Sequence[str], max_bytes: int = 
     features_obj = obj["features"]
     if not isinstance(features_obj, dict):
         raise InvalidEvent(f"field 'features' must be an object, got {_type_name(features_obj)}")
-    layout = _layout(tuple(feature_names))
     if features_obj.keys() != layout.keys:
         unknown = features_obj.keys() - layout.keys
         if unknown:
             raise InvalidEvent(f"unknown feature key(s): {', '.join(sorted(unknown))}")
         missing = [name for name in layout.names if name not in features_obj]
         raise InvalidEvent(f"missing feature key(s): {', '.join(missing)}")
-    # Hot path (every session): whole-list checks in C. Numbers only (bool is not int here), none negative, and a
-    # finite total (any NaN or infinity makes the sum NaN or infinite). Any failure takes the slow path below,
-    # which names the first bad value.
+    # Whole-list checks in C. Numbers only (bool is not int here), none negative, and a finite total (any NaN or
+    # infinity makes the sum NaN or infinite). Any failure takes the slow path below, which names the first bad
+    # value.
     values = list(map(features_obj.__getitem__, layout.names))
     types = set(map(type, values))
     if not (types <= _NUMBER_TYPES and min(values, default=0) >= 0 and math.isfinite(sum(values))):
