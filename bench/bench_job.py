@@ -1,11 +1,21 @@
 """Whole decision job throughput: Kafka `sessions` in -> `assignments` out, 50/50 split, on the local MiniCluster.
 
 Method: start a private broker (or use `--job-bootstrap`), publish one running 50/50 experiment, pre-produce N
-sessions (real feature rows from the test set), then start the job from the earliest offsets and read its
-committed output. Throughput is sessions decided per second between the first and the last decision
-(`decided_ts`, stamped by the job), so JVM start-up, job deployment and scorer verification are excluded and
-reported separately; `p10-p90` is the rate over the middle 80 % of decisions (steady state, JIT warm).
-Both Python execution modes are measured in the same run.
+sessions (real feature rows from the test set), then start the job from the earliest offsets. Nothing reads the
+output while the job runs (a consumer would compete for the same two cores): the benchmark only watches the end
+offset of `assignments` until it stops moving, then reads the committed output. Throughput is sessions decided per
+second between the first and the last decision (`decided_ts`, stamped by the job), so JVM start-up, job
+deployment and scorer verification are excluded and reported separately; `p10-p90` is the rate over the middle
+80 % of decisions (the sustained rate, JIT warm).
+
+Workloads, each a row:
+- `returning`: customers come back as in the simulator (`SimulationConfig.sessions_mean` = 2.5 sessions per
+  customer, in random order), so about 37 % of sessions are a customer's first exposure (a state write);
+- `new`: every session is a new customer: a state read and a state write per session, the worst case;
+- `warm-up`: a first, shorter `returning` run, shown but not judged: all runs share PyFlink's one JVM, and the
+  first one pays for compiling Flink's and Kafka's hot paths on the same two cores;
+- `floor`: the `returning` workload through the same topology with `bench.floor_function.FloorFunction` (does
+  nothing) in place of `DecideFunction`: Flink's own cost, the baseline the other rows are compared with.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -24,13 +35,17 @@ __all__ = ["NAME", "add_arguments", "markdown", "run"]
 logger = logging.getLogger(__name__)
 
 NAME = "job"
+WORKLOADS = ("returning", "new", "floor")
+_QUIET_S = 8.0  # four checkpoints without new committed output: the job has caught up
 
 
 @dataclass(frozen=True)
 class JobRun:
     mode: str
+    workload: str
     parallelism: int
     sessions: int
+    customers: int
     decided: int
     startup_s: float
     span_s: float
@@ -41,8 +56,15 @@ class JobRun:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of this benchmark (bench.run shares one parser)."""
-    parser.add_argument("--job-sessions", type=int, default=30_000, help="sessions per job run")
-    parser.add_argument("--job-modes", default="thread,process", help="python execution modes to measure")
+    parser.add_argument("--job-sessions", type=int, default=150_000, help="sessions per job run")
+    parser.add_argument("--job-modes", default="thread", help="python execution modes to measure (thread,process)")
+    parser.add_argument("--job-workloads", default=",".join(WORKLOADS), help="workloads to measure")
+    parser.add_argument(
+        "--job-warmup-sessions",
+        type=int,
+        default=50_000,
+        help="sessions of a first, reported but not judged run that warms the JVM's JIT (0: none)",
+    )
     parser.add_argument("--job-parallelism", type=int, default=1, help="job parallelism")
     parser.add_argument("--job-bootstrap", default=None, help="use this broker instead of starting one")
 
@@ -59,17 +81,51 @@ def _model(workdir: Path) -> tuple[Path, Path, str]:
     return Path(result.files["pmml"]), workdir / "data", "freshly generated and --quick trained"
 
 
-def _one_run(kafka: Any, pmml: Path, data: Path, mode: str, parallelism: int, n: int) -> JobRun:
+def _customer_ids(workload: str, n: int, seed: int) -> list[str]:
+    """The customer of each session: returning customers as the simulator draws them, or all new ones."""
+    if workload == "new":
+        return [f"c{i}" for i in range(n)]
+    from dataclasses import fields
+
+    from experiment.simulator import SimulationConfig
+
+    sessions_mean = next(f.default for f in fields(SimulationConfig) if f.name == "sessions_mean")
+    customers = max(1, round(n / float(sessions_mean)))  # type: ignore[arg-type]
+    rng = random.Random(seed)
+    return [f"c{rng.randrange(customers)}" for _ in range(n)]
+
+
+def _wait_until_caught_up(consumer: Any, topic: str, first_output_timeout_s: float = 300.0) -> None:
+    """Block until the committed end offset of `topic` has stopped moving (or nothing ever arrives)."""
+    from kafka import TopicPartition
+
+    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
+    started = last_change = time.monotonic()
+    last: dict[Any, int] = {}
+    while True:
+        time.sleep(1.0)
+        ends = consumer.end_offsets(partitions)
+        now = time.monotonic()
+        if ends != last:
+            last, last_change = ends, now
+            continue
+        produced = sum(ends.values()) > 0
+        if (produced and now - last_change > _QUIET_S) or (not produced and now - started > first_output_timeout_s):
+            return
+
+
+def _one_run(kafka: Any, pmml: Path, data: Path, mode: str, workload: str, parallelism: int, n: int) -> JobRun:
+    import orjson
     import pandas as pd
 
     from experiment.definition import ExperimentDefinition, ModelRef
     from experiment.events import session_json
     from experiment.kafka.clients import make_consumer, make_producer
     from experiment.kafka.topics import ensure_topics
-    from flink_pipeline.job import JobConfig, submit
+    from flink_pipeline.job import JobConfig, job_topics, submit
     from flink_pipeline.scoring import sha256_of
 
-    kafka = replace(kafka, topic_prefix=f"bench-{mode}-{random.randrange(16**8):08x}.")
+    kafka = replace(kafka, topic_prefix=f"bench-{mode}-{workload}-{random.randrange(16**8):08x}.")
     ensure_topics(kafka)
     x_test = pd.read_csv(data / "X_test.csv", index_col=0)
     features = tuple(x_test.columns)
@@ -89,8 +145,8 @@ def _one_run(kafka: Any, pmml: Path, data: Path, mode: str, parallelism: int, n:
     producer.send(kafka.topic("experiments"), key=defn.id.encode(), value=defn.to_json().encode())
     producer.flush()
     rows = [{k: float(v) for k, v in r.items()} for r in x_test.to_dict("records")]
-    for i in range(n):
-        cid = f"c{i % 20_000}"
+    customers = _customer_ids(workload, n, seed=n)
+    for i, cid in enumerate(customers):
         value = session_json(f"s{i}", cid, now + i, rows[i % len(rows)])
         producer.send(kafka.topic("sessions"), key=cid.encode(), value=value.encode())
     producer.flush()
@@ -108,29 +164,27 @@ def _one_run(kafka: Any, pmml: Path, data: Path, mode: str, parallelism: int, n:
         startup_mode="earliest-offset",
         reference_rows=str(data),
     )
-    started = time.monotonic()
-    client = submit(settings, config)
+    function = None
+    if workload == "floor":
+        from bench.floor_function import FloorFunction
+
+        function = FloorFunction(job_topics(settings).assignments)
+    submitted_ms = time.time() * 1000
+    client = submit(settings, config, function=function)
     decided: list[int] = []
-    variants = {"control": 0, "treatment": 0}
-    first_seen = None
+    variants: dict[str, int] = {}
     consumer = make_consumer(kafka, kafka.topic("assignments"))
     try:
-        import json
-
-        last_growth = time.monotonic()
-        while len(decided) < n:
-            quiet = time.monotonic() - last_growth
-            if (first_seen is None and quiet > 240) or (first_seen is not None and quiet > 15):
+        _wait_until_caught_up(consumer, kafka.topic("assignments"))
+        while True:
+            batch = consumer.poll(timeout_ms=2000)
+            if not batch:
                 break
-            batch = consumer.poll(timeout_ms=1000)
             for messages in batch.values():
                 for message in messages:
-                    record = json.loads(message.value)
+                    record = orjson.loads(message.value)
                     decided.append(int(record["decided_ts"]))
                     variants[record["variant"]] = variants.get(record["variant"], 0) + 1
-            if batch:
-                last_growth = time.monotonic()
-                first_seen = first_seen or time.monotonic()
     finally:
         consumer.close()
         client.cancel().result()
@@ -141,10 +195,12 @@ def _one_run(kafka: Any, pmml: Path, data: Path, mode: str, parallelism: int, n:
     steady = 0.8 * count / ((hi - lo) / 1000) if hi > lo else float("nan")
     return JobRun(
         mode=mode,
+        workload=workload,
         parallelism=parallelism,
         sessions=n,
+        customers=len(set(customers)),
         decided=count,
-        startup_s=(first_seen or time.monotonic()) - started,
+        startup_s=(decided[0] - submitted_ms) / 1000 if decided else float("nan"),
         span_s=span,
         rate=count / span if span and span > 0 else float("nan"),
         steady_rate=steady,
@@ -153,61 +209,88 @@ def _one_run(kafka: Any, pmml: Path, data: Path, mode: str, parallelism: int, n:
 
 
 def run(args: argparse.Namespace) -> tuple[list[JobRun], dict[str, Any]]:
-    """Measure every requested execution mode against one broker."""
+    """Measure every requested execution mode and workload against one broker."""
     from experiment.config import KafkaSettings, load_settings
 
     workdir = Path(tempfile.mkdtemp(prefix="abflow-bench-job-"))
-    pmml, data, origin = _model(workdir)
-    broker_dir = None
-    if args.job_bootstrap:
-        kafka = KafkaSettings(bootstrap_servers=args.job_bootstrap)
-    else:
-        from experiment.kafka import broker
-
-        broker_dir = workdir / "kafka"
-        status = broker.start(
-            load_settings(), port=broker.free_port(), data_dir=broker_dir, timeout_s=120.0, die_with_parent=True
-        )
-        kafka = KafkaSettings(bootstrap_servers=status.bootstrap_servers)
     try:
-        results = [
-            _one_run(kafka, pmml, data, mode.strip(), args.job_parallelism, args.job_sessions)
-            for mode in args.job_modes.split(",")
-            if mode.strip()
-        ]
-    finally:
-        if broker_dir is not None:
+        pmml, data, origin = _model(workdir)
+        broker_dir = None
+        if args.job_bootstrap:
+            kafka = KafkaSettings(bootstrap_servers=args.job_bootstrap)
+        else:
             from experiment.kafka import broker
 
-            broker.stop(broker_dir)
-    return results, {"model": origin, "pmml": str(pmml)}
+            broker_dir = workdir / "kafka"
+            status = broker.start(
+                load_settings(), port=broker.free_port(), data_dir=broker_dir, timeout_s=120.0, die_with_parent=True
+            )
+            kafka = KafkaSettings(bootstrap_servers=status.bootstrap_servers)
+        try:
+            workloads = [w.strip() for w in args.job_workloads.split(",") if w.strip()]
+            unknown = set(workloads) - set(WORKLOADS)
+            if unknown:
+                raise SystemExit(f"unknown workload(s) {sorted(unknown)}; choose from {list(WORKLOADS)}")
+            modes = [m.strip() for m in args.job_modes.split(",") if m.strip()]
+            results = []
+            if args.job_warmup_sessions > 0:
+                # All jobs share one JVM (PyFlink's gateway); the first would otherwise pay the JIT compiling
+                # Flink's and Kafka's hot paths on the same two cores, and be judged for it.
+                warmup_sessions = args.job_warmup_sessions
+                warm = _one_run(kafka, pmml, data, modes[0], "returning", args.job_parallelism, warmup_sessions)
+                results.append(replace(warm, workload="warm-up (returning)"))
+            results += [
+                _one_run(kafka, pmml, data, mode, workload, args.job_parallelism, args.job_sessions)
+                for mode in modes
+                for workload in workloads
+            ]
+        finally:
+            if broker_dir is not None:
+                from experiment.kafka import broker
+
+                broker.stop(broker_dir)
+        return results, {"model": origin, "pmml": str(pmml)}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def markdown(results: list[JobRun], details: dict[str, Any], command: str) -> str:
     """The section for BENCHMARKS.md."""
+    floors = {r.mode: r.steady_rate for r in results if r.workload == "floor"}
     lines = [
         f"Command: `{command}`",
         "",
         f"Model: {details['model']}. One running experiment, control/treatment 50/50, traffic 1.0; sessions "
-        "pre-produced, job started from the earliest offsets, exactly-once sink, checkpoints every 2 s.",
+        "pre-produced, job started from the earliest offsets, exactly-once sink, checkpoints every 2 s. "
+        "Workloads: `returning` = 2.5 sessions per customer as the simulator sends them, `new` = every session a "
+        "new customer (worst case: a state read and write each), `floor` = the same topology with a function that "
+        "does nothing (Flink's own cost; the baseline). The warm-up row runs first in the same JVM so that the "
+        "judged rows measure a JIT-warm job, as a long-running deployment is; it is shown, not judged.",
         "",
-        "| mode | parallelism | sessions | decided | start-up s | span s | sessions/s | p10-p90 sessions/s "
-        "| treatment share |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| mode | workload | parallelism | sessions | customers | decided | start-up s | span s | sessions/s "
+        "| p10-p90 sessions/s | of floor | treatment share |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
+        floor = floors.get(r.mode)
+        share = f"{r.steady_rate / floor:.0%}" if floor and r.workload in ("returning", "new") else "-"
         lines.append(
-            f"| {r.mode} | {r.parallelism} | {r.sessions:,} | {r.decided:,} | {r.startup_s:.1f} | {r.span_s:.1f} "
-            f"| {r.rate:,.0f} | {r.steady_rate:,.0f} | {r.treatment_share:.3f} |"
+            f"| {r.mode} | {r.workload} | {r.parallelism} | {r.sessions:,} | {r.customers:,} | {r.decided:,} "
+            f"| {r.startup_s:.1f} | {r.span_s:.1f} | {r.rate:,.0f} | {r.steady_rate:,.0f} | {share} "
+            f"| {r.treatment_share:.3f} |"
         )
-    best = max((r.steady_rate for r in results if r.steady_rate == r.steady_rate), default=0.0)
-    verdict = "met" if best >= 5_000 else f"NOT met on this run (best steady rate {best:,.0f} sessions/s)"
+    real = [r for r in results if r.workload in ("returning", "new") and r.steady_rate == r.steady_rate]
+    worst = min((r.steady_rate for r in real), default=0.0)
+    verdict = (
+        f"met by every workload (lowest sustained rate {worst:,.0f} sessions/s)"
+        if real and worst >= 5_000
+        else f"NOT met on this run (lowest sustained rate {worst:,.0f} sessions/s)"
+    )
     lines += [
         "",
         "Floor (issue 5): whole job >= 5,000 sessions/s (Kafka in -> decisions out, 50/50 split): "
         f"{verdict}. Start-up (JVM, job deployment, scorer verification against pypmml) is excluded from the rate "
-        'and shown separately. Where the time goes (framework vs our function, per piece): README "pipeline", '
-        "section Speed.",
+        "and shown separately. Where the time goes: the analysis below this section.",
     ]
     return "\n".join(lines)
 

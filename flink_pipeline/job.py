@@ -275,8 +275,12 @@ def _keyed_in_java(t_env: Any, table: str) -> Any:
     return KeyedStream(j_keyed, RAW_TYPE, origin)
 
 
-def build_job(env: Any, t_env: Any, settings: Settings, config: JobConfig) -> None:
-    """Add the whole decision topology to `env` (sources, function, sink); `env.execute*` then runs it."""
+def build_job(env: Any, t_env: Any, settings: Settings, config: JobConfig, *, function: Any = None) -> None:
+    """Add the whole decision topology to `env` (sources, function, sink); `env.execute*` then runs it.
+
+    `function` replaces `DecideFunction` (same inputs and output type); only the benchmark uses it, to measure
+    the framework's own cost with a function that does nothing.
+    """
     from flink_pipeline.functions import EXPERIMENTS_STATE, OUTPUT_TYPE, DecideFunction
 
     config.validate()
@@ -298,7 +302,7 @@ def build_job(env: Any, t_env: Any, settings: Settings, config: JobConfig) -> No
     raw_experiments = t_env.to_data_stream(
         t_env.sql_query("SELECT `raw`, `src_topic`, `src_partition`, `src_offset` FROM abflow_experiments")
     )
-    decide = DecideFunction(
+    decide = function or DecideFunction(
         topics,
         feature_names=events.default_feature_names(config.categories),
         max_bytes=config.max_bytes,
@@ -319,10 +323,12 @@ def build_job(env: Any, t_env: Any, settings: Settings, config: JobConfig) -> No
     statements.attach_as_datastream()
 
 
-def submit(settings: Settings, config: JobConfig, *, local: bool = True, wait: bool = False) -> Any:
+def submit(
+    settings: Settings, config: JobConfig, *, local: bool = True, wait: bool = False, function: Any = None
+) -> Any:
     """Build and start the job; return its `JobClient` (or block until it ends when `wait`)."""
     env, t_env = create_environment(settings, config, local=local)
-    build_job(env, t_env, settings, config)
+    build_job(env, t_env, settings, config, function=function)
     logger.info(
         "submitting job=%s parallelism=%d mode=%s checkpoint_ms=%d bootstrap=%s prefix=%r",
         config.job_name,
