@@ -142,6 +142,11 @@ class _Held:
     attributed_to: set[str] = field(default_factory=set)
 
 
+def _outcome_fields(outcome: events.Outcome) -> tuple[Any, ...]:
+    """The fields of an outcome in `events.Outcome`'s order, so `events.Outcome(*fields)` rebuilds it."""
+    return (outcome.event_id, outcome.customer_id, outcome.ts, outcome.type, outcome.category, outcome.revenue)
+
+
 @dataclass
 class _Customer:
     """Everything the job keeps per customer: one value, so one state read per record."""
@@ -157,15 +162,7 @@ class _Customer:
             _STATE_FORMAT,
             {exp_id: (e.variant, e.ts, e.pre_period_purchases) for exp_id, e in self.exposures.items()},
             self.purchases,
-            [
-                (
-                    (o.event_id, o.customer_id, o.ts, o.type, o.category, o.revenue),
-                    item.expires_at,
-                    tuple(sorted(item.attributed_to)),
-                )
-                for item in self.held
-                for o in (item.outcome,)
-            ],
+            [(_outcome_fields(item.outcome), item.expires_at, tuple(sorted(item.attributed_to))) for item in self.held],
         )
 
     @classmethod
