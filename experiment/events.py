@@ -217,9 +217,9 @@ def parse_session(raw: bytes, *, feature_names: Sequence[str], max_bytes: int = 
     indicators cannot be negative, nor can an age).
 
     Every session of the stream passes here, so a well-formed one takes a fast path (msgspec decodes and checks
-    the schema in C, ~4x faster); anything it does not accept goes through `_parse_session_checked`, which
-    accepts exactly the same messages and names the reason of a rejection. The two are held equal by
-    tests/unit/test_events_fast_path.py on valid, malformed and fuzzed messages.
+    the schema in C: 16 instead of 29 µs per session); anything it does not accept goes through
+    `_parse_session_checked`, which accepts exactly the same messages and names the reason of a rejection. The two
+    are held equal by tests/unit/test_events_fast_path.py on valid, malformed and fuzzed messages.
     """
     layout = _layout(tuple(feature_names))
     if len(raw) <= max_bytes:
@@ -234,7 +234,7 @@ class _SessionWire(msgspec.Struct, forbid_unknown_fields=True):
 
     event_id: Annotated[str, msgspec.Meta(min_length=1)]
     customer_id: Annotated[str, msgspec.Meta(min_length=1)]
-    ts: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # larger ones go to the reference (orjson: float > u64)
+    ts: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # msgspec's bound limit; larger ones take the checked path
     features: dict[str, Annotated[float, msgspec.Meta(ge=0)]]
 
 
