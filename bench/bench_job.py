@@ -90,7 +90,7 @@ def _customer_ids(workload: str, n: int, seed: int) -> list[str]:
     from experiment.simulator import SimulationConfig
 
     sessions_mean = next(f.default for f in fields(SimulationConfig) if f.name == "sessions_mean")
-    customers = max(1, round(n / float(sessions_mean)))  # type: ignore[arg-type]
+    customers = max(1, round(n / float(sessions_mean)))
     rng = random.Random(seed)
     return [f"c{rng.randrange(customers)}" for _ in range(n)]
 
