@@ -72,6 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _model(workdir: Path) -> tuple[Path, Path, str]:
     pmml, data = Path("artifacts/model/xgboost_model.pmml"), Path("data")
     if pmml.is_file() and (data / "X_test.csv").is_file():
+        from training.model_card import load_model_card
+
+        card = load_model_card(pmml.parent)
+        card.verify_pmml()  # the XML gate and model.json's sha256, before the job reads the PMML
+        pmml = card.pmml_path
         return pmml.resolve(), data.resolve(), f"{pmml} (existing)"
     from data.generator import generate, write
     from training.train import TrainConfig, train

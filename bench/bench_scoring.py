@@ -73,6 +73,11 @@ def _timed(fn: Callable[[], Any], rows: int, repeats: int, path: str, basis: str
 def _model_and_data(args: argparse.Namespace, workdir: Path) -> tuple[Path, Path, str]:
     pmml = args.model / "xgboost_model.pmml"
     if pmml.is_file() and (args.data / "X_test.csv").is_file():
+        from training.model_card import load_model_card
+
+        card = load_model_card(args.model)
+        card.verify_pmml()  # the XML gate and model.json's sha256, before anything reads the PMML
+        pmml = card.pmml_path
         return pmml, args.data, f"{pmml} (existing), test set {args.data / 'X_test.csv'}"
     from data.generator import generate, write
     from training.train import TrainConfig, train

@@ -10,6 +10,7 @@ so nothing is recomputed until the collector writes something new.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from dashboard.formatting import NA, badge_markdown, ci, count, decision_badge, 
 from experiment.errors import AbflowError  # noqa: E402
 
 ALL = "All experiments"
-_STATUS_ICONS = {"running": "▶️", "paused": "⏸️", "stopped": "⏹️", "draft": "📝"}
+_STATUS_ICONS = {"running": "▶️", "paused": "⏸️", "stopped": "⏹️", "draft": "📝", "archived": "🗄️"}
 _LIVE_STATUSES = {"running"}
 
 
@@ -171,6 +172,21 @@ def _minute(iso: str | None) -> str:
     return NA if not iso else f"{iso[:10]} {iso[11:16]} UTC"
 
 
+def _plain(text: str) -> str:
+    """`text` shown literally in Streamlit markdown: a path like `model_v2/x.pmml` must not turn italic."""
+    return re.sub(r"([\\`*_{}\[\]<>()#+\-.!|~$:])", r"\\\1", text)
+
+
+def _model_unusable_banner(unusable: dict[str, Any] | None) -> None:
+    """Red banner when the job refuses the experiment's model: it explains an experiment with no new users."""
+    if not unusable:
+        return
+    st.error(
+        f"**{_plain(unusable['message'])}.** Reported by the job at {_minute(unusable['ts_iso'])}. Until a usable "
+        "model version is launched, no customer is assigned to any arm, so the numbers on this page stop growing."
+    )
+
+
 def _verdict_banner(row: loader.ExperimentRow) -> None:
     st.markdown(f"### Verdict {badge_markdown(row.decision, row.verdict_arm)}")
     {"ship": st.success, "dont_ship": st.error}.get(row.decision, st.warning)(row.verdict)
@@ -187,6 +203,7 @@ def _experiment_page(view: loader.ExperimentView, settings: loader.DashboardSett
     )
     if definition.get("hypothesis"):
         st.markdown(f"*{definition['hypothesis']}*")
+    _model_unusable_banner(report.get("model_unusable"))
 
     srm = analysis["srm"]
     if srm["alarm"]:

@@ -1,8 +1,9 @@
 """The results collector: the Flink job's output topics, read exactly as committed, into the DuckDB results store.
 
 Why it is built this way:
-- **read_committed.** The job writes `assignments`, `attributed-outcomes` and `dead-letter` in Kafka transactions
-  (exactly-once sink); a read_uncommitted reader would count records of transactions that later abort.
+- **read_committed.** The job writes `assignments`, `attributed-outcomes`, `dead-letter` and `experiment-health`
+  in Kafka transactions (exactly-once sink); a read_uncommitted reader would count records of transactions that
+  later abort.
 - **Store first, offsets second.** Each poll's records are written in ONE store transaction
   (`ResultsStore.record_batch`), and only then are the offsets committed to Kafka. A crash in between replays
   the batch on restart, and the store ignores the replay (idempotent by event id), so restarting is always safe.
@@ -53,6 +54,7 @@ class CollectStats:
     outcomes: int = 0
     dead_letters: int = 0
     experiments: int = 0
+    health: int = 0
     skipped: int = 0
     batches: int = 0
     elapsed_s: float = 0.0
@@ -62,7 +64,7 @@ class CollectStats:
     @property
     def records(self) -> int:
         """Records stored (all kinds)."""
-        return self.assignments + self.outcomes + self.dead_letters + self.experiments
+        return self.assignments + self.outcomes + self.dead_letters + self.experiments + self.health
 
     def as_dict(self) -> dict[str, Any]:
         """Plain numbers for JSON."""
@@ -70,7 +72,7 @@ class CollectStats:
 
 
 class Collector:
-    """Reads `assignments`, `attributed-outcomes`, `dead-letter` and `experiments` into the store at `store_path`.
+    """Reads the job's output topics and `experiments` into the store at `store_path`.
 
     Use as a context manager (the consumer is created in `open()`); the store is opened per batch.
     """
@@ -86,7 +88,13 @@ class Collector:
         poll_timeout_ms: int = 500,
         lock_timeout_s: float = 60.0,
     ) -> None:
-        from experiment.kafka.topics import ASSIGNMENTS, ATTRIBUTED_OUTCOMES, DEAD_LETTER, EXPERIMENTS
+        from experiment.kafka.topics import (
+            ASSIGNMENTS,
+            ATTRIBUTED_OUTCOMES,
+            DEAD_LETTER,
+            EXPERIMENT_HEALTH,
+            EXPERIMENTS,
+        )
 
         self.settings = settings
         self.store_path = store_path
@@ -101,6 +109,7 @@ class Collector:
             kafka.topic(ATTRIBUTED_OUTCOMES): "outcomes",
             kafka.topic(DEAD_LETTER): "dead_letters",
             kafka.topic(EXPERIMENTS): "experiments",
+            kafka.topic(EXPERIMENT_HEALTH): "health",
         }
         self._consumer: Any = None
         self._partitions: list[Any] = []
@@ -253,7 +262,7 @@ class Collector:
 
     def _store(self, store: ResultsStore, batch: Mapping[Any, list[Any]], stats: CollectStats) -> None:
         """Parse one poll's records and write them in one store transaction (record by record if one is bad)."""
-        parsed: dict[str, list[Any]] = {"assignments": [], "outcomes": [], "dead_letters": [], "experiments": []}
+        parsed: dict[str, list[Any]] = {kind: [] for kind in self.topics.values()}
         for tp, records in batch.items():
             kind = self.topics[tp.topic]
             for record in records:
@@ -275,6 +284,7 @@ class Collector:
         stats.outcomes += len(parsed["outcomes"])
         stats.dead_letters += len(parsed["dead_letters"])
         stats.experiments += len(parsed["experiments"])
+        stats.health += len(parsed["health"])
 
     def _require(self) -> Any:
         if self._consumer is None:

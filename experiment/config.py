@@ -2,7 +2,9 @@
 
 Precedence, highest first: CLI flags (passed as `overrides`), environment variables (`ABFLOW_*`), the config file
 (`abflow.toml` in the working directory, or the path in `ABFLOW_CONFIG`), then local defaults that need no setup.
-Secrets are `SecretStr` so that printing or logging a `Settings` never shows them.
+Secrets are `SecretStr` so that printing or logging a `Settings` never shows them, and every secret loaded here is
+registered with `experiment.redaction`, which masks it in log lines that libraries write with their own copy of it.
+Kafka addresses are parsed in one place (`parse_bootstrap_servers`), so `kafka up` and every client agree on them.
 """
 
 from __future__ import annotations
@@ -16,11 +18,41 @@ from typing import Any, Literal
 from pydantic import SecretStr
 
 from experiment.errors import ConfigError
+from experiment.redaction import register_secret
 
-__all__ = ["KafkaSettings", "Settings", "load_settings"]
+__all__ = ["DEFAULT_KAFKA_PORT", "KafkaSettings", "Settings", "load_settings", "parse_bootstrap_servers"]
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+DEFAULT_KAFKA_PORT = 9092
+
+
+def parse_bootstrap_servers(servers: str) -> list[tuple[str, int]]:
+    """`"a:9093,[::1]:9092,b"` → `[("a", 9093), ("::1", 9092), ("b", 9092)]`, read the way kafka-python reads it.
+
+    A bare IPv6 address (`::1`) has no port (kafka-python's rule); write `[::1]:9092` to give one.
+    """
+    addresses = []
+    for entry in (part.strip() for part in servers.split(",")):
+        if entry.startswith("["):
+            host, bracket, rest = entry[1:].partition("]")
+            port_text = rest[1:] if rest.startswith(":") else None
+            if not bracket or (rest and port_text is None):
+                raise ConfigError(f"Bad Kafka address {entry!r} in bootstrap servers {servers!r}.")
+        elif entry.count(":") == 1:
+            host, _, port_text = entry.partition(":")
+        else:
+            host, port_text = entry, None
+        if not host:
+            raise ConfigError(f"Bad Kafka address {entry!r} in bootstrap servers {servers!r}: no host.")
+        if port_text is None:
+            port = DEFAULT_KAFKA_PORT
+        elif port_text.isdigit() and 0 < int(port_text) < 65536:
+            port = int(port_text)
+        else:
+            raise ConfigError(f"Bad port in Kafka address {entry!r} (bootstrap servers {servers!r}).")
+        addresses.append((host, port))
+    return addresses
 
 
 @dataclass(frozen=True)
@@ -34,16 +66,19 @@ class KafkaSettings:
     sasl_password: SecretStr | None = None
     ssl_cafile: str | None = None
     topic_prefix: str = ""
+    # How long a client waits for the first broker to answer before abflow gives up with one error line.
+    connect_timeout_s: float = 8.0
 
     def topic(self, name: str) -> str:
         """The physical topic name of a logical topic (a prefix lets several test runs share one broker)."""
         return f"{self.topic_prefix}{name}"
 
     def client_config(self) -> dict[str, Any]:
-        """Keyword arguments for kafka-python clients."""
+        """Keyword arguments for kafka-python clients (address, security, and how long to wait for a first answer)."""
         config: dict[str, Any] = {
             "bootstrap_servers": self.bootstrap_servers.split(","),
             "security_protocol": self.security_protocol,
+            "bootstrap_timeout_ms": int(self.connect_timeout_s * 1000),
         }
         if self.sasl_mechanism:
             config["sasl_mechanism"] = self.sasl_mechanism
@@ -94,6 +129,7 @@ _ENV = {
     "ABFLOW_KAFKA_SASL_PASSWORD": ("kafka", "sasl_password"),
     "ABFLOW_KAFKA_SSL_CAFILE": ("kafka", "ssl_cafile"),
     "ABFLOW_KAFKA_TOPIC_PREFIX": ("kafka", "topic_prefix"),
+    "ABFLOW_KAFKA_CONNECT_TIMEOUT_S": ("kafka", "connect_timeout_s"),
     "ABFLOW_HOME": ("", "home"),
     "ABFLOW_JARS_DIR": ("", "jars_dir"),
     "ABFLOW_STORE": ("", "store_path"),
@@ -107,6 +143,16 @@ def _read_file(path: Path) -> dict[str, dict[str, Any]]:
         raise ConfigError(f"Cannot read config file '{path}': {exc}") from exc
     top = {k: v for k, v in raw.items() if not isinstance(v, dict)}
     return {"": top, "kafka": dict(raw.get("kafka", {}))}
+
+
+def _positive_seconds(name: str, value: Any) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = 0.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise ConfigError(f"kafka {name} must be a positive number of seconds. Got {value!r}.")
+    return seconds
 
 
 def load_settings(overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> Settings:
@@ -139,7 +185,11 @@ def load_settings(overrides: dict[str, Any] | None = None, env: dict[str, str] |
     if protocol not in _PROTOCOLS:
         raise ConfigError(f"security_protocol must be one of {', '.join(_PROTOCOLS)}. Got '{protocol}'.")
     kafka_values["security_protocol"] = protocol
+    if "connect_timeout_s" in kafka_values:
+        kafka_values["connect_timeout_s"] = _positive_seconds("connect_timeout_s", kafka_values["connect_timeout_s"])
     kafka = KafkaSettings(**kafka_values)
+    if kafka.sasl_password is not None:
+        register_secret(kafka.sasl_password.get_secret_value())
 
     top_fields = {f.name for f in fields(Settings)} - {"kafka"}
     unknown = set(layers[""]) - top_fields

@@ -4,7 +4,8 @@ Why a frozen value with validation in its constructor: the Flink job, the CLI an
 JSON from the compacted `experiments` topic, and every one of them must be able to trust it. A definition that exists
 is valid; changing one means building the next version (`transition`, `updated`), never mutating.
 
-Lifecycle: draft → running ⇄ paused → stopped (running may also stop directly). Every change raises `version` by one.
+Lifecycle: draft → running ⇄ paused → stopped (running may also stop directly); stopping a draft archives it (it
+never ran, so there is nothing to analyse; `abflow experiment list` hides it). Every change raises `version` by one.
 The salt and the variant weights decide who gets what (see `experiment.assignment`); once an experiment has been
 launched they are frozen, because changing them would reshuffle users between variants mid-experiment. Traffic may
 change at any time before the stop: it only adds or removes customers.
@@ -12,9 +13,16 @@ change at any time before the stop: it only adds or removes customers.
 JSON (CONTRACTS.md §1), sorted keys, compact:
     {"id", "name", "hypothesis", "owner", "category",
      "model": {"pmml_path", "model_version", "features"}, "threshold", "salt", "traffic",
-     "variants": [{"name", "weight"}, ...],  # control first
+     "variants": [{"name", "weight"}, ...], "control",  # the control's name; it must be declared first
      "primary_metric", "secondary_metrics", "guardrail_metrics", "attribution_window_s",
      "planned_sample_size", "mde", "status", "version", "created_ts", "updated_ts"}
+
+Why the control is named, not implied by position: a list such as `treatment:0.5,control:0.5` used to make the arm
+called "treatment" the control, so the arm called "control" was scored and shown the category and every report
+read backwards. The control is now a field, and a definition is refused unless the control is declared first and
+no other arm is called "control"; code that needs the control reads the field. A definition written before the
+field existed has no `control` key: its first arm was the control then, so that is what it is read as (and a
+swapped one of those is refused like a new one).
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, get_args
 
@@ -32,6 +40,8 @@ from experiment.errors import ExperimentError
 __all__ = [
     "ACTIONS",
     "DEFAULT_ATTRIBUTION_WINDOW_S",
+    "DEFAULT_CONTROL",
+    "FINAL_STATUSES",
     "METRICS",
     "TRANSITIONS",
     "WEIGHT_TOLERANCE",
@@ -41,22 +51,27 @@ __all__ = [
     "ModelRef",
     "Status",
     "Variant",
+    "control_of",
 ]
 
-Status = Literal["draft", "running", "paused", "stopped"]
+Status = Literal["draft", "running", "paused", "stopped", "archived"]
 Action = Literal["launch", "pause", "resume", "stop"]
 Metric = Literal["conversion", "revenue_per_user"]
 STATUSES: tuple[str, ...] = get_args(Status)
 ACTIONS: tuple[str, ...] = get_args(Action)
 METRICS: tuple[str, ...] = get_args(Metric)
 
-# action -> (statuses it may start from, status it leads to)
-TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
-    "launch": (("draft",), "running"),
-    "pause": (("running",), "paused"),
-    "resume": (("paused",), "running"),
-    "stop": (("running", "paused"), "stopped"),
+# action -> {status it may start from: status it leads to}; a stopped draft is archived, as it never ran
+TRANSITIONS: dict[str, dict[str, str]] = {
+    "launch": {"draft": "running"},
+    "pause": {"running": "paused"},
+    "resume": {"paused": "running"},
+    "stop": {"draft": "archived", "running": "stopped", "paused": "stopped"},
 }
+#: Statuses nothing leads out of; such a definition can no longer be changed.
+FINAL_STATUSES = ("stopped", "archived")
+#: The control's name when none is given, and the only arm name reserved for the control.
+DEFAULT_CONTROL = "control"
 
 WEIGHT_TOLERANCE = 1e-9
 DEFAULT_ATTRIBUTION_WINDOW_S = 7 * 24 * 3600
@@ -64,7 +79,9 @@ _ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 # Fields that decide who is in which variant, or what the treatment is; frozen once launched.
 _RESHUFFLING = ("salt", "variants")
-_TREATMENT = ("model", "category", "threshold")
+_TREATMENT = ("model", "category", "threshold", "control")
+# Keys a definition may lack: older writers did not have them (see `control_of`).
+_OPTIONAL_KEYS = ("control",)
 _NOT_EDITABLE = ("id", "status", "version", "created_ts", "updated_ts")
 
 
@@ -74,6 +91,20 @@ def _fail(experiment_id: object, message: str) -> ExperimentError:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def control_of(data: Mapping[str, Any]) -> str:
+    """The control arm named by a definition dict (as on the topic or in the results store).
+
+    A definition written before `control` existed meant its first declared arm; that is the only place where the
+    position still decides, because it is what the job did with such a definition.
+    """
+    control = data.get("control")
+    if control is not None:
+        return str(control)
+    variants = data.get("variants") or ()
+    first = variants[0] if isinstance(variants, list | tuple) and variants else None
+    return str(first["name"]) if isinstance(first, Mapping) and "name" in first else DEFAULT_CONTROL
 
 
 @dataclass(frozen=True)
@@ -107,6 +138,7 @@ class ExperimentDefinition:
     salt: str
     traffic: float
     variants: tuple[Variant, ...]
+    control: str = DEFAULT_CONTROL
     primary_metric: Metric = "conversion"
     secondary_metrics: tuple[Metric, ...] = ("revenue_per_user",)
     guardrail_metrics: tuple[Metric, ...] = ()
@@ -137,6 +169,7 @@ class ExperimentDefinition:
         salt: str | None = None,
         traffic: float = 1.0,
         variants: Sequence[tuple[str, float]] = (("control", 0.5), ("treatment", 0.5)),
+        control: str = DEFAULT_CONTROL,
         primary_metric: Metric = "conversion",
         secondary_metrics: Sequence[Metric] = ("revenue_per_user",),
         guardrail_metrics: Sequence[Metric] = (),
@@ -156,6 +189,7 @@ class ExperimentDefinition:
             salt=id if salt is None else salt,
             traffic=traffic,
             variants=tuple(Variant(n, w) for n, w in variants),
+            control=control,
             primary_metric=primary_metric,
             secondary_metrics=tuple(secondary_metrics),
             guardrail_metrics=tuple(guardrail_metrics),
@@ -170,14 +204,9 @@ class ExperimentDefinition:
 
     # --------------------------------------------------------------------------------------------------- queries
     @property
-    def control(self) -> str:
-        """Name of the control variant (always the first declared): never scored, sees the site's default."""
-        return self.variants[0].name
-
-    @property
     def treatments(self) -> tuple[str, ...]:
-        """Names of the other variants, each scored by the model."""
-        return tuple(v.name for v in self.variants[1:])
+        """Names of the variants other than the named `control`, each scored by the model."""
+        return tuple(v.name for v in self.variants if v.name != self.control)
 
     def weights(self) -> list[tuple[str, float]]:
         """`[(name, weight), ...]` in declared order: the input `experiment.assignment.assign` expects."""
@@ -197,20 +226,21 @@ class ExperimentDefinition:
         """The next version after a lifecycle action; raises `ExperimentError` for an illegal transition."""
         if action not in TRANSITIONS:
             raise _fail(self.id, f"unknown action '{action}'; expected one of {', '.join(ACTIONS)}.")
-        sources, target = TRANSITIONS[action]
-        if self.status not in sources:
+        targets = TRANSITIONS[action]
+        if self.status not in targets:
             raise _fail(
                 self.id,
-                f"cannot {action}: it is {self.status}, and {action} is only allowed from {' or '.join(sources)}.",
+                f"cannot {action}: it is {self.status}, and {action} is only allowed from {' or '.join(targets)}.",
             )
-        return replace(self, status=target, version=self.version + 1, updated_ts=max(now_ms, self.updated_ts))
+        updated_ts = max(now_ms, self.updated_ts)
+        return replace(self, status=targets[self.status], version=self.version + 1, updated_ts=updated_ts)
 
     def updated(self, now_ms: int, **changes: Any) -> ExperimentDefinition:
         """The next version with some fields changed (e.g. `traffic=0.5`); refuses changes that corrupt the test.
 
-        Refused: any change to a stopped experiment; salt or weights of a launched experiment (that would reshuffle
-        users between variants); model, category or threshold of a launched experiment (that would change the
-        treatment mid-test); the identity, status, version and timestamps (use `transition`).
+        Refused: any change to a stopped or archived experiment; salt or weights of a launched experiment (that
+        would reshuffle users between variants); model, category, threshold or control of a launched experiment
+        (that would change the treatment mid-test); the identity, status, version and timestamps (use `transition`).
         """
         unknown = sorted(set(changes) - set(self.__dataclass_fields__))
         if unknown:
@@ -223,8 +253,9 @@ class ExperimentDefinition:
                 v if isinstance(v, Variant) else Variant(str(v[0]), v[1]) for v in changes["variants"]
             )
         real = {k: v for k, v in changes.items() if getattr(self, k) != v}
-        if self.status == "stopped":
-            raise _fail(self.id, "it is stopped; a stopped experiment cannot be changed.")
+        if self.status in FINAL_STATUSES:
+            article = "an" if self.status[0] in "aeiou" else "a"
+            raise _fail(self.id, f"it is {self.status}; {article} {self.status} experiment cannot be changed.")
         if self.status in ("running", "paused"):
             reshuffle = [k for k in _RESHUFFLING if k in real]
             if reshuffle:
@@ -272,7 +303,7 @@ class ExperimentDefinition:
         if not isinstance(data, dict):
             raise ExperimentError(f"Experiment definition must be a JSON object. Got {type(data).__name__}.")
         ident = data.get("id", "?")
-        required = list(cls.__dataclass_fields__)
+        required = [key for key in cls.__dataclass_fields__ if key not in _OPTIONAL_KEYS]
         missing = [key for key in required if key not in data]
         if missing:
             raise _fail(ident, f"definition is missing {', '.join(missing)}.")
@@ -294,9 +325,28 @@ class ExperimentDefinition:
         values["variants"] = tuple(Variant(v["name"], v["weight"]) for v in variants)
         values["secondary_metrics"] = tuple(data["secondary_metrics"])
         values["guardrail_metrics"] = tuple(data["guardrail_metrics"])
+        values["control"] = control_of(data)
         return cls(**values)  # keys this version does not know are ignored, so newer writers stay readable
 
     # ------------------------------------------------------------------------------------------------ validation
+    def _validate_control(self, names: list[str]) -> None:
+        """The named control must be an arm, declared first, and no other arm may be called "control"."""
+        control, ident = self.control, self.id
+        declared = ", ".join(names)
+        if control not in names:
+            raise _fail(ident, f"control must name one of the variants ({declared}). Got control={control!r}.")
+        if DEFAULT_CONTROL in names and control != DEFAULT_CONTROL:
+            raise _fail(
+                ident,
+                f"the variant named {DEFAULT_CONTROL!r} must be the control. Got control={control!r} with "
+                f"variants {declared}.",
+            )
+        if names[0] != control:
+            raise _fail(
+                ident,
+                f"the control must be the first declared variant. Got control={control!r} with variants {declared}.",
+            )
+
     def _validate(self) -> None:
         ident = self.id
         if not isinstance(ident, str) or not _ID_PATTERN.match(ident):
@@ -351,6 +401,7 @@ class ExperimentDefinition:
         if abs(total - 1.0) > WEIGHT_TOLERANCE:
             terms = " + ".join(f"{v.weight:.12g}" for v in variants)
             raise _fail(ident, f"the variant weights must sum to 1 (within 1e-9). Got {terms} = {total:.12g}.")
+        self._validate_control(names)
 
         for key, metrics in (
             ("primary_metric", (self.primary_metric,)),

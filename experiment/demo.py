@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from experiment.errors import AbflowError, InfraError
+from experiment.errors import AbflowError, ConfigError, InfraError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -43,7 +43,6 @@ logger = logging.getLogger(__name__)
 
 DATA_DIR = Path("data")
 MODEL_DIR = Path("artifacts/model")
-REPORTS_DIR = Path("reports")
 STAGES = 10
 DEFAULT_CUSTOMERS = 50_000
 DEFAULT_RATE = 5_000.0
@@ -148,10 +147,13 @@ def _kafka(console: Console, settings: Settings) -> Settings:
     from experiment.kafka import broker
     from experiment.kafka.topics import ensure_topics
 
-    host, _, port = settings.kafka.bootstrap_servers.split(",")[0].rpartition(":")
-    if host in ("127.0.0.1", "localhost") and port.isdigit():
+    try:
+        host, port = broker.listen_address(settings.kafka.bootstrap_servers)
+    except ConfigError:
+        host, port = "", 0  # not a single local address: a cluster to use as it is
+    if port:
         with console.status(f"starting the local broker on port {port} (idempotent)"):
-            status = broker.start(settings, port=int(port))
+            status = broker.start(settings, host=host, port=port)
         console.print(
             f"kafka: ready pid={status.pid} bootstrap={status.bootstrap_servers} (data dir {status.data_dir})"
         )
@@ -247,7 +249,7 @@ def _experiment(console: Console, settings: Settings, card: dict[str, Any]) -> s
 def _job(console: Console, settings: Settings) -> None:
     """`abflow pipeline run --detach` unless `abflow pipeline status` says it already runs; then wait for it."""
     status = _abflow("pipeline", "status", "--lines", "0")
-    if status.returncode == 0:
+    if status.returncode in (0, 3):  # 3: running but unhealthy (status says why); starting again would fail
         console.print(f"flink job: already running ({status.stdout.strip().splitlines()[0]})")
     else:
         started = _abflow("pipeline", "run", "--detach", "--reference-data", str(DATA_DIR))
@@ -327,59 +329,19 @@ def _collect(console: Console, settings: Settings, experiment_id: str, result: S
 
 
 def _report(console: Console, settings: Settings, experiment_id: str, result: SimulationResult) -> list[Path]:
-    from rich.markup import escape
-    from rich.table import Table
-
-    from experiment.report import build_report, write_report
+    from experiment.report import REPORTS_DIR, build_report, print_summary, write_report
     from experiment.store import ResultsStore
 
     with ResultsStore(settings.store_path, read_only=True) as store:
         model = build_report(store, experiment_id)
-    table = Table(title=f"{experiment_id}: conversion (primary metric)")
-    for column in ("variant", "users", "conversions", "rate", "revenue / user"):
-        table.add_column(column, justify="right" if column != "variant" else "left")
-    for name, stats in model["variants"].items():
-        table.add_row(
-            name,
-            f"{stats['users']:,}",
-            f"{stats['conversions']:,}",
-            _pct(stats["conversion_rate"]),
-            _num(stats["revenue_per_user"]),
-        )
-    console.print(table)
-    for row in model["analysis"]["results"]:
-        fixed = row["fixed_horizon"]
-        ci = fixed.get("abs_ci") or [None, None]
-        console.print(
-            escape(
-                f"{row['arm']} vs control, {row['metric']} ({row['role']}): abs diff "
-                f"{_num(fixed['abs_diff'])} 95% CI [{_num(ci[0])}, {_num(ci[1])}], relative "
-                f"{_pct(fixed['rel_lift'])}, p = {_num(fixed['p_value'])} ({fixed['method']})"
-            )
-        )
-    srm = model["analysis"]["srm"]
-    console.print(
-        f"sample ratio mismatch: p = {_num(srm.get('p_value'))} ({'ALARM' if srm.get('alarm') else 'no alarm'})"
-    )
     lift = result.true_lift
-    if lift is not None:
-        console.print(
-            f"[bold]true lift[/bold] (ground truth): {lift.abs_lift:+.4f} absolute, {lift.rel_lift:+.1%} relative"
-        )
-    verdict = model["verdict"]
-    console.print(
-        f"[bold]verdict: {verdict['decision'].replace('_', ' ').upper()}[/bold] " + escape(verdict["explanation"])
+    notes = (
+        [f"[bold]true lift[/bold] (ground truth): {lift.abs_lift:+.4f} absolute, {lift.rel_lift:+.1%} relative"]
+        if lift is not None
+        else []
     )
-    REPORTS_DIR.mkdir(exist_ok=True)
+    print_summary(console, model, notes=notes)
     return [write_report(model, fmt, REPORTS_DIR / f"{experiment_id}.{fmt}") for fmt in ("html", "md", "json")]
-
-
-def _pct(value: float | None) -> str:
-    return "null" if value is None else f"{value:.2%}"
-
-
-def _num(value: float | None) -> str:
-    return "null" if value is None else f"{value:.4g}"
 
 
 def run_demo(console: Console) -> None:

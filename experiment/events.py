@@ -28,8 +28,11 @@ from experiment.errors import DataValidationError
 
 __all__ = [
     "BASE_FEATURES",
+    "DEAD_LETTER_MAX_RAW_BYTES",
     "DEFAULT_CATEGORIES",
     "DEFAULT_MAX_BYTES",
+    "HEALTH_STATUSES",
+    "HealthStatus",
     "InvalidEvent",
     "Outcome",
     "Session",
@@ -37,6 +40,7 @@ __all__ = [
     "attributed_outcome_record",
     "dead_letter_record",
     "default_feature_names",
+    "experiment_health_record",
     "feature_names_for",
     "outcome_json",
     "parse_outcome",
@@ -51,11 +55,28 @@ BASE_FEATURES: tuple[str, ...] = ("age", "man", "woman")
 DEFAULT_CATEGORIES = 60
 #: Largest accepted message; a session with 60 counts is well under 2 KiB.
 DEFAULT_MAX_BYTES = 16_384
+#: How much of a raw value a dead letter keeps. A message may be up to the broker's limit (1 MiB) and JSON escapes
+#: a control character as 6 bytes, so a dead letter holding all of it could exceed the limit itself: the job's
+#: sink would then fail on every replay of that record. 64 KiB keeps every dead letter under 400 KiB.
+DEAD_LETTER_MAX_RAW_BYTES = 65_536
+#: Longest reason a dead letter keeps (a reason can quote a message key, which no size check bounds).
+_DEAD_LETTER_MAX_ERROR_CHARS = 1_000
+#: Largest `ts`: a signed 64-bit integer, what the outputs' readers (Java, DuckDB BIGINT) can hold.
+_MAX_EPOCH_MS = 2**63 - 1
+#: Largest sum of a session's purchase counts (`pre_period_purchases` is built on it): beyond 2**53 a double no
+#: longer holds every integer, and the outputs and the store need an exact 64-bit count.
+_MAX_PURCHASES = 2**53
+#: Largest revenue: its cents must be an exact integer in a double (the store keeps integer cents).
+_MAX_REVENUE = 2**53 / 100
 
 _SESSION_FIELDS = frozenset({"event_id", "customer_id", "ts", "features"})
 _OUTCOME_FIELDS = frozenset({"event_id", "customer_id", "ts", "type", "category", "revenue"})
 _OUTCOME_TYPES = frozenset({"purchase"})
 _CATEGORY = re.compile(r"cat[1-9][0-9]*")
+
+#: What the job can say about an experiment's model on `experiment-health`.
+HealthStatus = Literal["model_unusable", "model_ready"]
+HEALTH_STATUSES: tuple[HealthStatus, ...] = ("model_unusable", "model_ready")
 
 
 class InvalidEvent(DataValidationError):
@@ -169,6 +190,11 @@ def _string(obj: Mapping[str, Any], name: str) -> str:
         raise InvalidEvent(f"field '{name}' must be a string, got {_type_name(value)}")
     if not value:
         raise InvalidEvent(f"field '{name}' must not be empty")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a JSON escape such as "\ud800": no output could carry it as UTF-8
+            raise InvalidEvent(f"field '{name}' must be valid Unicode, got a lone surrogate") from None
     return value
 
 
@@ -178,6 +204,8 @@ def _epoch_ms(obj: Mapping[str, Any], name: str) -> int:
         raise InvalidEvent(f"field '{name}' must be an integer (epoch ms), got {_type_name(value)}")
     if value < 0:
         raise InvalidEvent(f"field '{name}' must be >= 0 (epoch ms), got {value}")
+    if value > _MAX_EPOCH_MS:
+        raise InvalidEvent(f"field '{name}' must be <= {_MAX_EPOCH_MS} (a 64-bit epoch ms), got {value}")
     return value
 
 
@@ -234,7 +262,7 @@ class _SessionWire(msgspec.Struct, forbid_unknown_fields=True):
 
     event_id: Annotated[str, msgspec.Meta(min_length=1)]
     customer_id: Annotated[str, msgspec.Meta(min_length=1)]
-    ts: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # msgspec's bound limit; larger ones take the checked path
+    ts: Annotated[int, msgspec.Meta(ge=0, le=_MAX_EPOCH_MS)]
     features: dict[str, Annotated[float, msgspec.Meta(ge=0)]]
 
 
@@ -250,8 +278,10 @@ def _fast_session(raw: bytes, layout: _Layout) -> Session | None:
     features = wire.features
     if features.keys() != layout.keys or not math.isfinite(sum(features.values())):
         return None
-    purchases = int(sum(map(features.__getitem__, layout.count_names)))
-    return Session(wire.event_id, wire.customer_id, wire.ts, features, purchases)
+    total = sum(map(features.__getitem__, layout.count_names))
+    if not total <= _MAX_PURCHASES:
+        return None
+    return Session(wire.event_id, wire.customer_id, wire.ts, features, int(total))
 
 
 def _parse_session_checked(raw: bytes, layout: _Layout, max_bytes: int) -> Session:
@@ -279,8 +309,11 @@ def _parse_session_checked(raw: bytes, layout: _Layout, max_bytes: int) -> Sessi
         _raise_first_bad_feature(layout.names, values)  # raises unless only the total overflowed
     # All floats (what every producer of ours writes): the parsed object already is the feature dict.
     features = features_obj if types == _FLOAT_ONLY else dict(zip(layout.names, map(float, values), strict=True))
-    purchases = int(sum(map(features_obj.__getitem__, layout.count_names)))
-    return Session(event_id=event_id, customer_id=customer_id, ts=ts, features=features, purchases=purchases)
+    total = sum(map(features_obj.__getitem__, layout.count_names))
+    if not total <= _MAX_PURCHASES:
+        counts = f"{layout.count_names[0]}..{layout.count_names[-1]}"
+        raise InvalidEvent(f"purchase counts {counts} must sum to at most {_MAX_PURCHASES}, got {total}")
+    return Session(event_id=event_id, customer_id=customer_id, ts=ts, features=features, purchases=int(total))
 
 
 def _raise_first_bad_feature(names: Sequence[str], values: Sequence[Any]) -> None:
@@ -313,6 +346,8 @@ def parse_outcome(raw: bytes, *, categories: int | None = None, max_bytes: int =
     revenue = _number(obj["revenue"], "field 'revenue'")
     if revenue < 0:
         raise InvalidEvent(f"field 'revenue' must be >= 0, got {obj['revenue']}")
+    if revenue > _MAX_REVENUE:
+        raise InvalidEvent(f"field 'revenue' must be at most {_MAX_REVENUE:.2f} (exact cents), got {revenue:g}")
     return Outcome(
         event_id=event_id, customer_id=customer_id, ts=ts, type="purchase", category=category, revenue=revenue
     )
@@ -397,16 +432,37 @@ def attributed_outcome_record(
 
 
 def dead_letter_record(
-    *, source_topic: str, partition: int, offset: int, raw: bytes | None, error: str
+    *,
+    source_topic: str,
+    partition: int,
+    offset: int,
+    raw: bytes | None,
+    error: str,
+    max_raw_bytes: int = DEAD_LETTER_MAX_RAW_BYTES,
 ) -> dict[str, Any]:
-    """A `dead-letter` record: the source position, the whole raw value (base64 when not UTF-8) and the reason."""
+    """A `dead-letter` record: the source position, the raw value (base64 when not UTF-8) and the reason.
+
+    The raw value is kept whole up to `max_raw_bytes`; of a larger one only its first `max_raw_bytes` bytes are
+    kept (UTF-8 cut at a character boundary) and the reason says so. A reason longer than 1,000 characters is cut
+    too. Both bound the dead letter's size (see `DEAD_LETTER_MAX_RAW_BYTES`).
+    """
+    if len(error) > _DEAD_LETTER_MAX_ERROR_CHARS:
+        error = (
+            f"{error[:_DEAD_LETTER_MAX_ERROR_CHARS]}... ({len(error) - _DEAD_LETTER_MAX_ERROR_CHARS} more characters)"
+        )
     if raw is None:
         text, encoding = None, "utf-8"
     else:
+        kept = raw[:max_raw_bytes]
         try:
-            text, encoding = raw.decode("utf-8"), "utf-8"
+            raw.decode("utf-8")
         except UnicodeDecodeError:
-            text, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+            text, encoding = base64.b64encode(kept).decode("ascii"), "base64"
+        else:
+            text, encoding = kept.decode("utf-8", errors="ignore"), "utf-8"  # only a cut last character is dropped
+            kept = text.encode("utf-8")
+        if len(kept) < len(raw):
+            error = f"{error} [the dead letter keeps the first {len(kept)} of {len(raw)} bytes]"
     return {
         "source_topic": source_topic,
         "partition": partition,
@@ -414,4 +470,29 @@ def dead_letter_record(
         "raw": text,
         "raw_encoding": encoding,
         "error": error,
+    }
+
+
+def experiment_health_record(
+    *,
+    experiment_id: str,
+    experiment_version: int,
+    model_version: str,
+    status: HealthStatus,
+    reason: str | None,
+    ts: int,
+) -> dict[str, Any]:
+    """An `experiment-health` record: whether the job can use the experiment's model, and if not, why.
+
+    Why a record and not only a log line: an unusable model makes the experiment assign nobody, and the people who
+    look at `experiment show`, the dashboard and the reports never read the job's log. `reason` is the job's exact
+    error for `model_unusable` and None for `model_ready`; `ts` is when the job found out (epoch ms).
+    """
+    return {
+        "experiment_id": experiment_id,
+        "experiment_version": experiment_version,
+        "model_version": model_version,
+        "status": status,
+        "reason": reason,
+        "ts": ts,
     }

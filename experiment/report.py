@@ -17,9 +17,11 @@ import html
 import io
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from experiment.definition import DEFAULT_CONTROL
 from experiment.errors import ExperimentError
 from experiment.stats.analysis import AnalysisConfig, analyse
 from experiment.stats.proportions import compare_proportions
@@ -27,10 +29,15 @@ from experiment.stats.sequential import DEFAULT_TUNING_USERS, compare_sequential
 from experiment.stats.sufficient import VariantStats
 from experiment.store import ResultsStore, to_epoch_ms
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 __all__ = [
     "FORMATS",
+    "REPORTS_DIR",
     "Format",
     "build_report",
+    "print_summary",
     "render",
     "render_csv",
     "render_html",
@@ -44,6 +51,8 @@ log = logging.getLogger(__name__)
 Format = Literal["md", "html", "json", "csv"]
 FORMATS: tuple[str, ...] = ("md", "html", "json", "csv")
 REPORT_VERSION = 1
+#: Where reports go unless told otherwise (git-ignored): `abflow report` and the demo write here.
+REPORTS_DIR = Path("reports")
 
 
 def _iso(ms: int | None) -> str | None:
@@ -109,6 +118,7 @@ def build_report(store: ResultsStore, experiment_id: str, *, as_of: Any = None, 
     return {
         "report_version": REPORT_VERSION,
         "experiment": definition,
+        "model_unusable": _model_unusable(store, definition),
         "as_of": as_of_ms,
         "as_of_iso": _iso(as_of_ms),
         "data_through": _iso(store.last_event_ts(experiment_id, as_of=as_of_ms)),
@@ -124,6 +134,20 @@ def build_report(store: ResultsStore, experiment_id: str, *, as_of: Any = None, 
         "verdict": analysis.to_dict()["verdict"],
         "lift_over_time": lift,
     }
+
+
+def _model_unusable(store: ResultsStore, definition: dict[str, Any]) -> dict[str, Any] | None:
+    """The job's refusal of the experiment's current model, or None: it explains an experiment with no users.
+
+    Only the current model version counts (an older, replaced model's problem is history), and only the newest
+    record of it (a repaired model reported `model_ready` later clears it).
+    """
+    model = definition.get("model")
+    version = model.get("model_version") if isinstance(model, dict) else None
+    health = store.unusable_model(str(definition["id"]), version)
+    if health is None:
+        return None
+    return {**health.to_dict(), "ts_iso": _iso(health.ts), "message": health.headline()}
 
 
 # -- renderers
@@ -145,6 +169,11 @@ def _num(value: Any, kind: str = "g") -> str:
     if kind == "p":
         return f"{value:.3g}"
     return f"{value:.4g}"
+
+
+def _pct(value: float | None) -> str:
+    """A fraction as a terminal percentage, e.g. `9.72%`."""
+    return "null" if value is None else f"{value:.2%}"
 
 
 def _rows(model: dict[str, Any]) -> list[dict[str, Any]]:
@@ -202,6 +231,9 @@ def render_md(model: dict[str, Any]) -> str:
     d, a, s = model["experiment"], model["analysis"], model["sample_size"]
     v = model["verdict"]
     out = [f"# Experiment report: {d.get('name', d['id'])} (`{d['id']}` v{d.get('version')})", ""]
+    unusable = model.get("model_unusable")
+    if unusable:
+        out += [f"> **{unusable['message']}** (reported by the job at {unusable['ts_iso']})", ""]
     out += [
         f"**Verdict: {v['decision'].replace('_', ' ').upper()}**" + (f" — arm `{v['arm']}`" if v["arm"] else ""),
         "",
@@ -213,7 +245,10 @@ def render_md(model: dict[str, Any]) -> str:
         "",
         f"- Hypothesis: {d.get('hypothesis', '')}",
         f"- Owner: {d.get('owner', '')}; status: {d.get('status')}",
-        "- Variants: " + ", ".join(f"{x['name']} ({x['weight']:g})" for x in d["variants"]),
+        "- Variants: "
+        + ", ".join(
+            f"{x['name']} ({x['weight']:g}{', control' if x['name'] == a['control'] else ''})" for x in d["variants"]
+        ),
         f"- Primary metric: {d.get('primary_metric')}; secondary: {d.get('secondary_metrics') or []}; "
         f"guardrails: {d.get('guardrail_metrics') or []}",
         f"- As of: {model['as_of_iso'] or 'all data'}; data through: {model['data_through']}",
@@ -295,6 +330,15 @@ def _html_table(headers: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _unusable_html(unusable: dict[str, Any] | None) -> str:
+    if not unusable:
+        return ""
+    return (
+        f"<div class='model-unusable'><p>{html.escape(unusable['message'])}</p>"
+        f"<p>Reported by the job at {html.escape(str(unusable['ts_iso']))}.</p></div>"
+    )
+
+
 def render_html(model: dict[str, Any]) -> str:
     """A self-contained HTML page (plotly.js inlined) with the lift-over-time chart and the tables."""
     d, a, s, v = model["experiment"], model["analysis"], model["sample_size"], model["verdict"]
@@ -306,9 +350,11 @@ def render_html(model: dict[str, Any]) -> str:
         "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}"
-        f".verdict{{border-left:6px solid {colour};padding:0.5em 1em;background:#f6f8fa}}",
+        f".verdict{{border-left:6px solid {colour};padding:0.5em 1em;background:#f6f8fa}}"
+        ".model-unusable{border-left:6px solid #cf222e;padding:0.5em 1em;background:#ffebe9;font-weight:bold}",
         "</style></head><body>",
         f"<h1>Experiment report: {e(str(d.get('name', d['id'])))} <code>{e(d['id'])}</code> v{d.get('version')}</h1>",
+        _unusable_html(model.get("model_unusable")),
         f"<div class='verdict'><h2>Verdict: {e(v['decision'].replace('_', ' ').upper())}"
         f"{' — ' + e(v['arm']) if v['arm'] else ''}</h2><p>{e(v['explanation'])}</p></div>",
         "<h2>Definition</h2>",
@@ -398,6 +444,54 @@ def render(model: dict[str, Any], fmt: str) -> str:
     if fmt not in renderers:
         raise ExperimentError(f"report format must be one of {list(FORMATS)}; got {fmt!r}")
     return renderers[fmt](model)
+
+
+def print_summary(console: Console, model: dict[str, Any], *, notes: Sequence[str] = ()) -> None:
+    """Print the terminal summary of a report model: an unusable model first, then arms, comparisons, SRM, verdict.
+
+    Shared by `abflow report` and the demo so both show the same numbers the same way. `notes` (rich markup) are
+    printed just before the verdict; the demo adds the ground-truth lift there.
+    """
+    from rich.markup import escape
+    from rich.table import Table
+
+    analysis = model["analysis"]
+    control = analysis["control"]
+    unusable = model.get("model_unusable")
+    if unusable:
+        console.print(f"[bold red]{escape(unusable['message'])}[/bold red]")
+    table = Table(title=f"{model['experiment']['id']}: {model['experiment'].get('primary_metric')} (primary metric)")
+    for column in ("variant", "users", "conversions", "rate", "revenue / user"):
+        table.add_column(column, justify="right" if column != "variant" else "left")
+    for name, stats in model["variants"].items():
+        table.add_row(
+            f"{name} (control)" if name == control and name != DEFAULT_CONTROL else name,
+            f"{stats['users']:,}",
+            f"{stats['conversions']:,}",
+            _pct(stats["conversion_rate"]),
+            _num(stats["revenue_per_user"]),
+        )
+    console.print(table)
+    for row in analysis["results"]:
+        fixed = row["fixed_horizon"]
+        ci = fixed.get("abs_ci") or [None, None]
+        console.print(
+            escape(
+                f"{row['arm']} vs {control}, {row['metric']} ({row['role']}): abs diff "
+                f"{_num(fixed['abs_diff'])} 95% CI [{_num(ci[0])}, {_num(ci[1])}], relative "
+                f"{_pct(fixed['rel_lift'])}, p = {_num(fixed['p_value'])} ({fixed['method']})"
+            )
+        )
+    srm = analysis["srm"]
+    console.print(
+        f"sample ratio mismatch: p = {_num(srm.get('p_value'))} ({'ALARM' if srm.get('alarm') else 'no alarm'})"
+    )
+    for note in notes:
+        console.print(note)
+    verdict = model["verdict"]
+    console.print(
+        f"[bold]verdict: {verdict['decision'].replace('_', ' ').upper()}[/bold] " + escape(verdict["explanation"])
+    )
 
 
 def write_report(model: dict[str, Any], fmt: str, out: str | Path) -> Path:

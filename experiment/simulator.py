@@ -63,6 +63,7 @@ __all__ = [
     "build_population",
     "customer_ids",
     "load_experiment",
+    "load_scorer",
     "malformed_count",
     "malformed_payload",
     "plan_events",
@@ -261,7 +262,7 @@ def build_population(view: ExperimentView, scorer: BatchScorer, *, customers: in
             f"The model of experiment '{view.id}' returned {score.shape} scores for {customers} customers, "
             f"{int(np.sum(~np.isfinite(score)))} of them not finite."
         )
-    treated = np.array([v is not None and v != view.control for v in variant], dtype=bool)
+    treated = np.array([v is not None and view.is_scored(v) for v in variant], dtype=bool)
     shown = treated & (score >= view.threshold)
     p0, p1 = ground_truth.true_conversion_probs(features)
     p = np.where(shown, p1, p0)
@@ -731,6 +732,15 @@ def _reference_rows(pmml_path: str) -> str | None:
     return str(data_dir) if (Path(data_dir) / "X_test.csv").is_file() else None
 
 
+def load_scorer(view: ExperimentView) -> BatchScorer:
+    """The experiment's verified scorer; the PMML passes the XML gate before anything (pypmml included) reads it."""
+    from experiment.pmml_guard import check_pmml
+    from flink_pipeline.scoring import load_verified_scorer
+
+    check_pmml(view.pmml_path)
+    return load_verified_scorer(view.pmml_path, view.model_version, _reference_rows(view.pmml_path))
+
+
 def run_simulation(
     settings: Settings,
     experiment_id: str,
@@ -744,14 +754,13 @@ def run_simulation(
     """Read the experiment, build the population, and send its sessions and outcomes to Kafka."""
     from experiment.kafka.clients import make_producer
     from experiment.kafka.topics import OUTCOMES, SESSIONS, ensure_topics
-    from flink_pipeline.scoring import load_verified_scorer
 
     config.validate()
     say = stage or (lambda _message: None)
     say(f"reading experiment {experiment_id}")
     view = load_experiment(settings, experiment_id)
     say(f"loading and verifying model {view.model_version[:12]}")
-    scorer = load_verified_scorer(view.pmml_path, view.model_version, _reference_rows(view.pmml_path))
+    scorer = load_scorer(view)
     say(f"sampling {config.customers} customers from the ground truth")
     population = build_population(view, scorer, customers=config.customers, seed=config.seed)
     plan = plan_events(population, config, attribution_window_ms=view.attribution_window_ms)

@@ -13,6 +13,9 @@ customer's
 at
   query time, optionally `as_of` a time, so an as-of report is reproducible and there is no counter to
   corrupt.
+- **Model health is a state, not a log.** `experiment_health` keeps one row per (experiment, model version): the
+  job's newest word on whether it can use that model (`model_unusable` with the reason, or `model_ready`), so a
+  repaired model clears the warning and a replay of older records changes nothing.
 - **Exact sums.** Revenue is kept in integer cents, so the statistics are integer sums: identical whatever
 DuckDB's
   parallel aggregation order (byte-identical reports).
@@ -27,13 +30,15 @@ import json
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from experiment.errors import DataValidationError, InfraError
+from experiment.events import HEALTH_STATUSES
 from experiment.stats.sufficient import VariantStats, to_cents
 
-__all__ = ["ResultsStore", "to_epoch_ms"]
+__all__ = ["ModelHealth", "ResultsStore", "to_epoch_ms"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,11 @@ _SCHEMA = (
         source_topic VARCHAR NOT NULL, kafka_partition BIGINT NOT NULL, kafka_offset BIGINT NOT NULL,
         raw VARCHAR, raw_encoding VARCHAR, error VARCHAR,
         PRIMARY KEY (source_topic, kafka_partition, kafka_offset))""",
+    # `revision` counts the newer records that replaced a row, so that `version()` moves when a status changes.
+    """CREATE TABLE IF NOT EXISTS experiment_health (
+        experiment_id VARCHAR NOT NULL, model_version VARCHAR NOT NULL, experiment_version BIGINT,
+        status VARCHAR NOT NULL, reason VARCHAR, ts BIGINT NOT NULL, revision BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (experiment_id, model_version))""",
 )
 
 _ASSIGNMENT_COLUMNS = (
@@ -82,6 +92,7 @@ _OUTCOME_COLUMNS = (
     "seconds_since_exposure",
 )
 _DEAD_COLUMNS = ("source_topic", "kafka_partition", "kafka_offset", "raw", "raw_encoding", "error")
+_HEALTH_COLUMNS = ("experiment_id", "model_version", "experiment_version", "status", "reason", "ts")
 
 # One row per customer (first exposure wins) with what they did up to $as_of. Parameters: $exp, $as_of.
 _CUSTOMERS_SQL = """
@@ -244,6 +255,52 @@ def _dead_row(rec: Mapping[str, Any]) -> tuple[Any, ...]:
     )
 
 
+def _health_row(rec: Mapping[str, Any]) -> tuple[Any, ...]:
+    _require(rec, "experiment-health", ("experiment_id", "model_version", "status", "ts"))
+    if rec["status"] not in HEALTH_STATUSES:
+        raise DataValidationError(
+            f"experiment-health record of {rec['experiment_id']!r}: status must be one of {list(HEALTH_STATUSES)}, "
+            f"got {rec['status']!r}"
+        )
+    version = rec.get("experiment_version")
+    return (
+        str(rec["experiment_id"]),
+        str(rec["model_version"]),
+        None if version is None else int(version),
+        str(rec["status"]),
+        rec.get("reason"),
+        int(rec["ts"]),
+    )
+
+
+@dataclass(frozen=True)
+class ModelHealth:
+    """The job's newest word on one model version of an experiment (a row of `experiment_health`)."""
+
+    experiment_id: str
+    model_version: str
+    experiment_version: int | None
+    status: str
+    reason: str | None
+    ts: int
+
+    @property
+    def unusable(self) -> bool:
+        """True when the job refuses this model, so the experiment assigns nobody."""
+        return self.status == "model_unusable"
+
+    def headline(self) -> str:
+        """The one line every surface shows for an unusable model (the same words in the CLI, dashboard, reports)."""
+        return (
+            f"MODEL UNUSABLE in the job: {self.reason or 'no reason given'} (model {self.model_version}): "
+            "the experiment assigns nobody"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for JSON."""
+        return asdict(self)
+
+
 def _experiment_row(defn_json: str) -> tuple[Any, ...]:
     try:
         defn = json.loads(defn_json)
@@ -263,6 +320,7 @@ class ResultsStore:
         self.path = Path(path)
         self.read_only = read_only
         self._con: Any = None
+        self._has_health = False
 
     # -- lifecycle
     # ----------------------------------------------------------------------------------------------
@@ -284,6 +342,13 @@ class ResultsStore:
         if not self.read_only:
             for statement in _SCHEMA:
                 self._con.execute(statement)
+        # A store written before model health existed lacks the table; read-only readers then see no health rows.
+        self._has_health = bool(
+            self._con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+                "AND table_name = 'experiment_health'"
+            ).fetchone()[0]
+        )
         log.debug("store opened path=%s read_only=%s", self.path, self.read_only)
         return self
 
@@ -325,6 +390,10 @@ class ResultsStore:
         """Keep the definition with the highest version per experiment id."""
         self.record_batch(experiments=[defn_json])
 
+    def record_health(self, rec: Mapping[str, Any]) -> None:
+        """Keep the newest `experiment-health` record per (experiment_id, model_version)."""
+        self.record_batch(health=[rec])
+
     def record_batch(
         self,
         *,
@@ -332,6 +401,7 @@ class ResultsStore:
         outcomes: Sequence[Mapping[str, Any]] = (),
         dead_letters: Sequence[Mapping[str, Any]] = (),
         experiments: Sequence[str] = (),
+        health: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         """Write many records in ONE transaction (the collector's path: thousands of records per second).
 
@@ -342,7 +412,8 @@ class ResultsStore:
         rows_o = [_outcome_row(r) for r in outcomes]
         rows_d = [_dead_row(r) for r in dead_letters]
         rows_e = [_experiment_row(d) for d in experiments]
-        if not (rows_a or rows_o or rows_d or rows_e):
+        rows_h = [_health_row(r) for r in health]
+        if not (rows_a or rows_o or rows_d or rows_e or rows_h):
             return
         con = self.con
         con.execute("BEGIN TRANSACTION")
@@ -358,16 +429,26 @@ class ResultsStore:
                     "WHERE excluded.version > experiments.version",
                     list(row),
                 )
+            for row in rows_h:  # one by one: a batch may hold the same key twice (one record per job task)
+                con.execute(
+                    f"INSERT INTO experiment_health ({', '.join(_HEALTH_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (experiment_id, model_version) DO UPDATE SET "
+                    "experiment_version = excluded.experiment_version, status = excluded.status, "
+                    "reason = excluded.reason, ts = excluded.ts, revision = experiment_health.revision + 1 "
+                    "WHERE excluded.ts > experiment_health.ts",
+                    list(row),
+                )
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
             raise
         log.debug(
-            "batch stored assignments=%d outcomes=%d dead_letters=%d experiments=%d",
+            "batch stored assignments=%d outcomes=%d dead_letters=%d experiments=%d health=%d",
             len(rows_a),
             len(rows_o),
             len(rows_d),
             len(rows_e),
+            len(rows_h),
         )
 
     def _insert(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
@@ -402,6 +483,24 @@ class ResultsStore:
         """The latest definition of one experiment, parsed, or None."""
         text = self.definition_json(experiment_id)
         return None if text is None else json.loads(text)
+
+    def model_health(self, experiment_id: str) -> list[ModelHealth]:
+        """The job's newest health record per model version of the experiment, newest first."""
+        if not self._has_health:
+            return []
+        rows = self.con.execute(
+            f"SELECT {', '.join(_HEALTH_COLUMNS)} FROM experiment_health WHERE experiment_id = ? "
+            "ORDER BY ts DESC, model_version",
+            [experiment_id],
+        ).fetchall()
+        return [ModelHealth(*row) for row in rows]
+
+    def unusable_model(self, experiment_id: str, model_version: str | None) -> ModelHealth | None:
+        """The health record that says the job cannot use this model version of the experiment, else None."""
+        for health in self.model_health(experiment_id):
+            if health.model_version == model_version and health.unusable:
+                return health
+        return None
 
     def _variant_names(self, experiment_id: str) -> list[str]:
         defn = self.experiment(experiment_id)
@@ -551,10 +650,11 @@ class ResultsStore:
 
     def version(self) -> int:
         """A cheap number that grows whenever data changes (rows are never deleted; versions only grow)."""
+        health = "+ (SELECT count(*) + coalesce(sum(revision), 0) FROM experiment_health)" if self._has_health else ""
         row = self.con.execute(
             "SELECT (SELECT count(*) FROM assignments) + (SELECT count(*) FROM outcomes) "
             "+ (SELECT count(*) FROM dead_letters) + (SELECT coalesce(sum(version), 0) FROM experiments) "
-            "+ (SELECT count(*) FROM experiments)"
+            f"+ (SELECT count(*) FROM experiments) {health}"
         ).fetchone()
         return int(row[0])
 

@@ -34,8 +34,16 @@ class ExperimentView:
 
     @property
     def is_running(self) -> bool:
-        """Only running experiments assign sessions; paused, stopped and draft ones are counted instead."""
+        """Only running experiments assign sessions; paused, stopped, draft and archived ones are counted instead."""
         return self.status == "running"
+
+    def is_scored(self, variant: str) -> bool:
+        """Whether a customer assigned to `variant` is scored (and may be shown the category).
+
+        Every arm but the definition's named control is; the control sees the site's default. Pure, so the job and
+        the simulator make the same call and a property test can pin it.
+        """
+        return variant != self.control
 
 
 def parse_definition(text: str | bytes) -> ExperimentView:

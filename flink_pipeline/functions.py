@@ -23,7 +23,10 @@ when it changes) behind a write-through cache, and metrics are counted in Python
 once a second. The cache is safe because a key belongs to exactly one subtask and only this function writes its
 state; after a restore or rescale `open()` starts with an empty cache and reads state again.
 
-Outputs are `Row(topic, key, value)` so one exactly-once Kafka sink writes all three output topics.
+Outputs are `Row(topic, key, value)` so one exactly-once Kafka sink writes all the output topics. Besides the
+three above, the first session that meets an experiment's model version in a task writes one `experiment-health`
+record: `model_unusable` with the reason (the experiment then assigns nobody), or `model_ready`, so that users see
+a broken model where they look (`experiment show`, dashboard, reports) and a repaired one clears it.
 Resources (state handles, metric groups, scorers) are acquired in `open()` or, for a model version first seen on
 the broadcast stream, when its definition arrives; never per record and never in `__init__`.
 """
@@ -74,6 +77,7 @@ EXPERIMENT_COUNTERS = (
     "sessions_skipped_paused",
     "sessions_skipped_stopped",
     "sessions_skipped_draft",
+    "sessions_skipped_archived",
     "scored",
     "shown",
     "first_exposures",
@@ -81,7 +85,7 @@ EXPERIMENT_COUNTERS = (
     "late_outcomes",
     "outcomes_outside_window",
     "outcomes_before_exposure",
-    "model_errors",
+    "model_unusable",
 )
 #: Job-wide counters (Flink metric `abflow.<name>`).
 JOB_COUNTERS = (
@@ -122,6 +126,7 @@ class Topics:
     assignments: str
     attributed_outcomes: str
     dead_letter: str
+    experiment_health: str
 
 
 @dataclass
@@ -275,8 +280,12 @@ class DecideFunction(KeyedBroadcastProcessFunction):
         self._cache: dict[str, _Customer] = {}
         self._views: dict[str, ExperimentView] = {}
         self._views_loaded = False
-        self._scorers: dict[str, Any] = {}
-        self._broken_models: dict[str, str] = {}
+        # Keyed by (model version, PMML path): two experiments naming one version but different files must each
+        # have their own file checked, or a tampered copy would borrow the verified scorer of the good one.
+        self._scorers: dict[tuple[str, str], Any] = {}
+        self._broken_models: dict[tuple[str, str], str] = {}
+        #: (experiment id, model version) pairs whose health this task has written to `experiment-health`.
+        self._health_reported: set[tuple[str, str]] = set()
         self._metrics: _Metrics | None = None
         self._dead_counter_names: dict[str, str] = {}
 
@@ -296,6 +305,7 @@ class DecideFunction(KeyedBroadcastProcessFunction):
         self._cache = {}
         self._views = {}
         self._views_loaded = False
+        self._health_reported = set()
         self._metrics = _Metrics(runtime_context.get_metrics_group().add_group("abflow"))
         self._dead_counter_names = {
             self._topics.sessions: "dead_lettered_sessions",
@@ -426,17 +436,22 @@ class DecideFunction(KeyedBroadcastProcessFunction):
                 session = events.parse_session(raw, feature_names=self._feature_names, max_bytes=self._max_bytes)
                 self._check_key(session.customer_id, ctx)
                 self._ensure_views(ctx)
-                yield from self._on_session(session)
+                # All or nothing (a list first): a failure part-way emits none of the session's records.
+                yield from list(self._on_session(session))
             elif topic == self._topics.outcomes:
                 outcome = events.parse_outcome(raw, max_bytes=self._max_bytes)
                 self._check_key(outcome.customer_id, ctx)
                 self._ensure_views(ctx)
-                yield from self._on_outcome(outcome, ctx)
+                yield from list(self._on_outcome(outcome, ctx))
             else:
                 raise events.InvalidEvent(f"record from unexpected topic {topic!r}")
         except events.InvalidEvent as exc:
             yield self._dead_letter(raw, topic, partition, offset, exc.reason)
         except Exception as exc:  # a record must never fail the job; keep the reason
+            # The failure may have changed the cached customer before it was saved: forget it, so the customer
+            # is read again from the state backend, which holds the last consistent version.
+            self._cache.pop(ctx.get_current_key(), None)
+            self._health_reported.clear()  # a health record built for this session was dropped with it: resend
             logger.exception("unexpected error topic=%s partition=%s offset=%s", topic, partition, offset)
             yield self._dead_letter(raw, topic, partition, offset, f"unexpected {type(exc).__name__}: {exc}")
         metrics.maybe_flush(self._log_every_s)
@@ -488,6 +503,15 @@ class DecideFunction(KeyedBroadcastProcessFunction):
                 continue
             running += 1
             metrics.exp(view.id, "sessions")
+            scorer = self._scorer(view)
+            if (view.id, view.model_version) not in self._health_reported:
+                yield self._health(view, scorer is not None, decided_ts)
+            if scorer is None:
+                # No arm is assigned while the model is unusable: skipping only the treatment would unbalance
+                # the arms and bias the comparison. The experiment simply does not run (visible in the metrics
+                # and, through `experiment-health`, wherever users look at the experiment).
+                metrics.exp(view.id, "model_unusable")
+                continue
             variant = assign(view.salt, session.customer_id, view.traffic, view.weights)
             if variant is None:
                 metrics.exp(view.id, "not_in_traffic")
@@ -495,11 +519,7 @@ class DecideFunction(KeyedBroadcastProcessFunction):
             score: float | None = None
             model_version: str | None = None
             decision = "hide"
-            if variant != view.control:
-                scorer = self._scorer(view)
-                if scorer is None:
-                    metrics.exp(view.id, "model_errors")
-                    continue
+            if view.is_scored(variant):
                 score = float(scorer.score_one(session.features))
                 if not math.isfinite(score):  # as `json` would: never write a non-finite score
                     raise ValueError(f"Out of range float values are not JSON compliant: score={score}")
@@ -539,6 +559,23 @@ class DecideFunction(KeyedBroadcastProcessFunction):
             metrics.job("sessions_no_running_experiment")
         if changed and customer is not None:
             self._save(session.customer_id, customer)
+
+    def _health(self, view: ExperimentView, usable: bool, ts: int) -> Row:
+        """The `experiment-health` record of the experiment's model version, written once per task and version.
+
+        Once per task is enough: the store keeps the newest record per (experiment, model version), and a restart
+        (which resets the set in `open()`) writes it again, which is harmless.
+        """
+        self._health_reported.add((view.id, view.model_version))
+        record = events.experiment_health_record(
+            experiment_id=view.id,
+            experiment_version=view.version,
+            model_version=view.model_version,
+            status="model_ready" if usable else "model_unusable",
+            reason=None if usable else self._broken_models.get(_model_key(view)) or "unknown error",
+            ts=ts,
+        )
+        return Row(self._topics.experiment_health, view.id, _to_json(record))
 
     @staticmethod
     def _pre_period(customer: _Customer, exposure_ts: int) -> int:
@@ -620,10 +657,10 @@ class DecideFunction(KeyedBroadcastProcessFunction):
 
     def _scorer(self, view: ExperimentView) -> Any:
         """The verified scorer of the experiment's model version, loaded once per version per task."""
-        scorer = self._scorers.get(view.model_version)
+        scorer = self._scorers.get(_model_key(view))
         if scorer is not None:
             return scorer
-        if view.model_version in self._broken_models:
+        if _model_key(view) in self._broken_models:
             return None
         from flink_pipeline.scoring import load_verified_scorer
 
@@ -632,9 +669,9 @@ class DecideFunction(KeyedBroadcastProcessFunction):
                 view.pmml_path, view.model_version, self._reference_rows, fallback=self._scorer_fallback
             )
         except Exception as exc:  # a broken model stops that experiment's treatment, not the job
-            self._broken_models[view.model_version] = str(exc)
+            self._broken_models[_model_key(view)] = str(exc)
             logger.error(
-                "model unusable; treatment sessions of this experiment are skipped experiment_id=%s "
+                "model unusable; the experiment assigns nobody until a usable model version arrives experiment_id=%s "
                 "model_version=%s reason=%s",
                 view.id,
                 view.model_version,
@@ -647,5 +684,10 @@ class DecideFunction(KeyedBroadcastProcessFunction):
             view.model_version,
             getattr(scorer, "kind", "?"),
         )
-        self._scorers[view.model_version] = scorer
+        self._scorers[_model_key(view)] = scorer
         return scorer
+
+
+def _model_key(view: ExperimentView) -> tuple[str, str]:
+    """What one loaded (or refused) scorer stands for: a model version read from one file."""
+    return (view.model_version, view.pmml_path)

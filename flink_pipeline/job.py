@@ -6,7 +6,8 @@ Topology (see README "pipeline")::
         -> key by the message key = customer id (in Java)                       |
         -> DecideFunction (KeyedBroadcastProcessFunction) <--- broadcast --------+
            validate -> dead letter | assign -> score treatment -> decide | attribute outcomes
-        -> Row(topic, key, value) -> one exactly-once Kafka sink (assignments, attributed-outcomes, dead-letter)
+        -> Row(topic, key, value) -> one exactly-once Kafka sink
+           (assignments, attributed-outcomes, dead-letter, experiment-health)
 
 Why the Kafka *table* connector for the sources: PyFlink's `KafkaSource` only offers value-only deserializers, so a
 DataStream source cannot hand Python the partition and offset that every dead letter must carry. The table
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import site
 import sys
 from collections.abc import Sequence
@@ -35,7 +37,7 @@ from typing import Any, Literal
 
 from experiment import events
 from experiment.config import Settings, load_settings
-from experiment.errors import ConfigError
+from experiment.errors import ConfigError, InfraError
 from experiment.kafka import topics as catalogue
 
 __all__ = [
@@ -44,10 +46,12 @@ __all__ = [
     "config_from_args",
     "create_environment",
     "job_topics",
+    "log_dir",
     "main",
     "parse_args",
     "run_local_until_stopped",
     "submit",
+    "use_log_dir",
 ]
 
 logger = logging.getLogger(__name__)
@@ -95,14 +99,34 @@ class JobConfig:
     #: refusing that experiment's treatment.
     scorer_fallback: bool = True
     connector_jar: str | None = None
-    #: Where checkpoints go (a URI such as file:///... or s3://...); local runs default to <home>/checkpoints.
+    #: Where checkpoints go (a URI such as file:///... or s3://...); local runs default to
+    #: <home>/checkpoints/<job name>. They are retained when the job is cancelled or dies, so a restart resumes.
     checkpoint_dir: str | None = None
+    #: Where savepoints go; local runs default to <home>/savepoints/<job name>.
+    savepoint_dir: str | None = None
+    #: Completed checkpoints Flink keeps per run (`pipeline run` also prunes older runs' down to this many).
+    retained_checkpoints: int = 3
+    #: The snapshot (checkpoint or savepoint folder) to restore keyed state and Kafka offsets from; None: empty.
+    restore_from: str | None = None
+    #: Fixed, so that a savepoint restores at any parallelism up to it (it sets the number of key groups).
+    max_parallelism: int = 128
+    #: Local runs: the port of the MiniCluster's REST API (`pipeline status|stop|savepoint` use it); None: any.
+    rest_port: int | None = None
+    #: Restart strategy inside a run: exponential delay between these bounds, so a broker outage heals itself.
+    restart_initial_backoff_ms: int = 1_000
+    restart_max_backoff_ms: int = 30_000
     extra_config: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> JobConfig:
         """Reject impossible settings with a message that names them."""
         if self.parallelism < 1:
             raise ConfigError(f"parallelism must be >= 1, got {self.parallelism}")
+        if self.parallelism > self.max_parallelism:
+            raise ConfigError(
+                f"parallelism must be <= the max parallelism {self.max_parallelism}, got {self.parallelism}"
+            )
+        if self.retained_checkpoints < 1:
+            raise ConfigError(f"retained checkpoints must be >= 1, got {self.retained_checkpoints}")
         if self.checkpoint_interval_ms < 100:
             raise ConfigError(f"checkpoint interval must be >= 100 ms, got {self.checkpoint_interval_ms}")
         if self.execution_mode not in ("thread", "process"):
@@ -127,6 +151,7 @@ def job_topics(settings: Settings) -> Any:
         assignments=kafka.topic(catalogue.ASSIGNMENTS),
         attributed_outcomes=kafka.topic(catalogue.ATTRIBUTED_OUTCOMES),
         dead_letter=kafka.topic(catalogue.DEAD_LETTER),
+        experiment_health=kafka.topic(catalogue.EXPERIMENT_HEALTH),
     )
 
 
@@ -167,14 +192,43 @@ def create_environment(settings: Settings, config: JobConfig, *, local: bool = T
         conf.set_string("pipeline.jars", _connector_jar(settings, config).as_uri())
     # Checkpoints go to a filesystem: the JobManager's memory storage caps state at 5 MB, which one busy
     # experiment's per-customer state outgrows within minutes (the job would then fail every checkpoint).
-    checkpoint_dir = config.checkpoint_dir or (local and (settings.home / "checkpoints").resolve().as_uri())
+    checkpoint_dir, savepoint_dir = config.checkpoint_dir, config.savepoint_dir
+    if local:
+        from flink_pipeline.checkpoints import checkpoint_root, savepoint_root
+
+        checkpoint_dir = checkpoint_dir or checkpoint_root(settings.home, config.job_name).resolve().as_uri()
+        savepoint_dir = savepoint_dir or savepoint_root(settings.home, config.job_name).resolve().as_uri()
+        conf.set_string("rest.address", "127.0.0.1")
+        conf.set_string("rest.bind-address", "127.0.0.1")
+        if config.rest_port is not None:
+            conf.set_string("rest.bind-port", str(config.rest_port))
     if checkpoint_dir:
         conf.set_string("execution.checkpointing.storage", "filesystem")
         conf.set_string("execution.checkpointing.dir", str(checkpoint_dir))
+    if savepoint_dir:
+        conf.set_string("execution.checkpointing.savepoint-dir", str(savepoint_dir))
+    # Durability: a run that dies or is cancelled leaves its checkpoints behind for the next run to resume from.
+    conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+    conf.set_string("execution.checkpointing.num-retained", str(config.retained_checkpoints))
+    conf.set_string("pipeline.max-parallelism", str(config.max_parallelism))
+    # Stable operator ids for the SQL sources and sink too (the Python operator has its own uid), so a new
+    # parallelism or a new build of the same topology maps a savepoint's state back onto the same operators.
+    conf.set_string("table.exec.uid.generation", "ALWAYS")
+    conf.set_string("restart-strategy.type", "exponential-delay")
+    conf.set_string("restart-strategy.exponential-delay.initial-backoff", f"{config.restart_initial_backoff_ms} ms")
+    conf.set_string("restart-strategy.exponential-delay.max-backoff", f"{config.restart_max_backoff_ms} ms")
+    conf.set_string("restart-strategy.exponential-delay.backoff-multiplier", "2.0")
+    conf.set_string("restart-strategy.exponential-delay.jitter-factor", "0.1")
+    if config.restore_from:
+        # Never skip state: a snapshot whose state has no operator to go to is an error, not a silent loss.
+        conf.set_string("execution.state-recovery.path", str(config.restore_from))
+        conf.set_string("execution.state-recovery.ignore-unclaimed-state", "false")
+        conf.set_string("execution.state-recovery.claim-mode", "NO_CLAIM")
     for key, value in config.extra_config.items():
         conf.set_string(key, value)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(config.parallelism)
+    env.set_max_parallelism(config.max_parallelism)
     env.enable_checkpointing(config.checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE)
     t_env = StreamTableEnvironment.create(env)
     return env, t_env
@@ -294,9 +348,8 @@ def build_job(env: Any, t_env: Any, settings: Settings, config: JobConfig, *, fu
             "abflow_experiments", [topics.experiments], settings, f"{config.group_id}-experiments", "earliest-offset"
         )
     )
-    t_env.execute_sql(
-        _sink_ddl("abflow_out", [topics.assignments, topics.attributed_outcomes, topics.dead_letter], settings, config)
-    )
+    output_topics = [topics.assignments, topics.attributed_outcomes, topics.dead_letter, topics.experiment_health]
+    t_env.execute_sql(_sink_ddl("abflow_out", output_topics, settings, config))
 
     keyed_events = _keyed_in_java(t_env, "abflow_events")
     raw_experiments = t_env.to_data_stream(
@@ -353,6 +406,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--parallelism", type=int, default=defaults.parallelism)
     parser.add_argument("--checkpoint-interval-ms", type=int, default=defaults.checkpoint_interval_ms)
     parser.add_argument("--checkpoint-dir", default=None, help="checkpoint URI (file:///..., s3://...)")
+    parser.add_argument("--savepoint-dir", default=None, help="savepoint URI (file:///..., s3://...)")
+    parser.add_argument("--restore-from", default=None, help="checkpoint or savepoint to resume from")
+    parser.add_argument("--max-parallelism", type=int, default=defaults.max_parallelism)
+    parser.add_argument("--rest-port", type=int, default=None, help="local runs: port of the REST API")
     parser.add_argument("--execution-mode", choices=["thread", "process"], default=defaults.execution_mode)
     parser.add_argument("--bundle-size", type=int, default=defaults.bundle_size)
     parser.add_argument("--bundle-time-ms", type=int, default=defaults.bundle_time_ms)
@@ -375,6 +432,10 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         parallelism=args.parallelism,
         checkpoint_interval_ms=args.checkpoint_interval_ms,
         checkpoint_dir=args.checkpoint_dir,
+        savepoint_dir=args.savepoint_dir,
+        restore_from=args.restore_from,
+        max_parallelism=args.max_parallelism,
+        rest_port=args.rest_port,
         execution_mode=args.execution_mode,
         bundle_size=args.bundle_size,
         bundle_time_ms=args.bundle_time_ms,
@@ -391,7 +452,9 @@ def run_local_until_stopped(settings: Settings, config: JobConfig) -> None:
     """Run on the MiniCluster until the job ends or SIGTERM/SIGINT arrives; then cancel it cleanly.
 
     Cancelling (rather than dying with the JVM) lets the sink abort its open Kafka transaction at once, so the next
-    run's read_committed consumers are not held back until the transaction times out.
+    run's read_committed consumers are not held back until the transaction times out. Its checkpoints are retained
+    either way; `pipeline stop` ends the job with a savepoint through the REST API instead, and this loop then sees
+    it FINISHED. A job that fails while restoring its snapshot is an error naming that snapshot.
     """
     import signal
     import threading
@@ -399,20 +462,44 @@ def run_local_until_stopped(settings: Settings, config: JobConfig) -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    client = submit(settings, config, local=True)
-    logger.info("job running job_id=%s", client.get_job_id())
-    terminal = {"FINISHED", "FAILED", "CANCELED"}
-    while not stop.wait(2.0):
-        status = str(client.get_job_status().result())
-        if status.rsplit(".", 1)[-1] in terminal:
-            logger.error("job ended status=%s", status)
+    try:
+        client = submit(settings, config, local=True)
+    except Exception as exc:  # Py4J wraps the JobManager's refusal; say which snapshot it refused
+        if not config.restore_from:
+            raise
+        raise InfraError(
+            f"cannot restore '{config.restore_from}': {_root_cause(exc)}. Resume from another snapshot with "
+            "--from PATH, or start empty with --fresh --yes"
+        ) from exc
+    logger.info("job running job_id=%s restored_from=%s", client.get_job_id(), config.restore_from or "nothing")
+    while not stop.wait(1.0):
+        status = str(client.get_job_status().result()).rsplit(".", 1)[-1]
+        if status == "FINISHED":
+            logger.info("job finished job_id=%s (stopped with a savepoint)", client.get_job_id())
             return
+        if status in ("FAILED", "CANCELED"):
+            logger.error("job ended status=%s job_id=%s", status, client.get_job_id())
+            if config.restore_from:
+                raise InfraError(
+                    f"the job {status.lower()} after restoring '{config.restore_from}'; the snapshot may be corrupt "
+                    "or incompatible (see the log). Resume from another one with --from, or --fresh --yes"
+                )
+            raise InfraError(f"the job ended with status {status}; see the log")
     logger.info("stopping: cancelling job_id=%s", client.get_job_id())
     client.cancel().result()
 
 
+def _root_cause(exc: BaseException) -> str:
+    """The innermost 'Caused by:' of a Java exception's text (the useful line), else the exception itself."""
+    causes = [line.split("Caused by:", 1)[1].strip() for line in str(exc).splitlines() if "Caused by:" in line]
+    return (causes[-1] if causes else str(exc).strip().splitlines()[0])[:400]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of `flink run --python flink_pipeline/job.py [options]`; `--local` runs on a MiniCluster."""
+    from experiment.redaction import install_log_redaction
+
+    install_log_redaction()  # before the first log line: settings may carry a SASL password
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # Starting PyFlink's gateway resets the root logger to WARNING; keep our own loggers at INFO regardless.
@@ -421,9 +508,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = load_settings({"kafka.bootstrap_servers": args.bootstrap, "kafka.topic_prefix": args.topic_prefix})
     config = config_from_args(args)
     if args.local:
-        run_local_until_stopped(settings, config)
+        use_log_dir(settings)
+        try:
+            run_local_until_stopped(settings, config)
+        except InfraError as error:
+            logger.error("%s", error)
+            raise SystemExit(1) from error
     else:
         submit(settings, config, local=False, wait=True)
+
+
+def log_dir(settings: Settings) -> Path:
+    """Where a local run's Flink and operator logs go: under the abflow state folder, next to job.log."""
+    return settings.home / "pipeline" / "logs"
+
+
+def use_log_dir(settings: Settings) -> None:
+    """Point the MiniCluster's log files (Flink's and the operators' Python logging) at `log_dir`.
+
+    PyFlink's gateway otherwise writes them into its own package folder inside the virtualenv, where nobody looks.
+    Must run before the gateway JVM starts.
+    """
+    directory = log_dir(settings).resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("FLINK_LOG_DIR", str(directory))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from experiment.errors import ModelError
+from experiment.pmml_guard import check_pmml
 from flink_pipeline.pmml_compiler import CompiledModel, ModelSpec, compile_pmml
 
 if TYPE_CHECKING:
@@ -90,10 +91,11 @@ class PmmlReference:
         """Start (or reuse) pypmml's JVM gateway and load the model."""
         if self._model is not None:
             return self
-        from pypmml import Model  # heavy: starts a JVM on first use
-
         if not self.pmml_path.is_file():
             raise ModelError(f"PMML file {self.pmml_path} does not exist")
+        check_pmml(self.pmml_path)  # pypmml's Java parser resolves DTDs and entities: it only gets what passed
+        from pypmml import Model  # heavy: starts a JVM on first use
+
         try:
             model = Model.fromFile(str(self.pmml_path))
         except Exception as exc:  # pypmml wraps every Java failure in a py4j error
@@ -272,6 +274,8 @@ def load_verified_scorer(
 ) -> Scorer:
     """Load the PMML once per process, prove the fast path equal to pypmml, and return the scorer.
 
+    - The file must first pass `experiment.pmml_guard.check_pmml` (no DOCTYPE, entities or external references),
+      else `ModelError` whatever `fallback` says: pypmml's parser would fetch what a DTD names.
     - `model_version` must equal the file's sha256 (hex), else `ModelError`: a job never scores with a model the
       experiment did not name.
     - `reference_rows`: the model's test set as a DataFrame/array, or a data directory holding `X_test.csv`
@@ -308,6 +312,7 @@ def _load(
 ) -> Scorer:
     if not path.is_file():
         raise ModelError(f"PMML file {path} does not exist (model_version={model_version})")
+    check_pmml(path)  # before any parser, and whatever `fallback` says: a refused file never reaches pypmml
     data = path.read_bytes()
     actual = hashlib.sha256(data).hexdigest()
     if actual != model_version:

@@ -37,6 +37,26 @@ from experiment.config import KafkaSettings, Settings, load_settings
 from experiment.errors import InfraError
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the whole run a private abflow home, so no test reads or writes the user's `.abflow/`.
+
+    The job retains its checkpoints there and `abflow pipeline run` resumes from the newest one: a test's
+    checkpoint left in the working directory's home would be picked up by the next `make demo`.
+    """
+    import tempfile
+
+    os.environ["ABFLOW_HOME"] = tempfile.mkdtemp(prefix="abflow-test-home-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the run's private home (checkpoints, logs) when pytest ends."""
+    import shutil
+
+    home = os.environ.get("ABFLOW_HOME", "")
+    if "abflow-test-home-" in home:
+        shutil.rmtree(home, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaSettings]:
     """One real broker for the whole session (see the module docstring)."""

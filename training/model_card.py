@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from experiment.errors import ModelError
+from experiment.pmml_guard import check_pmml
 
 __all__ = [
     "MODEL_CARD_NAME",
@@ -82,14 +83,24 @@ class ModelCard:
     raw: dict[str, Any]
 
     def verify(self) -> None:
-        """Raise `ModelError` unless parity passed and the PMML's sha256 equals ``model_version``."""
+        """Raise `ModelError` unless parity passed and `verify_pmml` accepts the PMML."""
         if not self.parity.passed:
             raise ModelError(
                 f"{self.path}: the PMML failed the parity gate (max |dP| = {self.parity.max_abs_diff:.3g}, "
                 f"{self.parity.flips} flips on {self.parity.n} rows); retrain before using it."
             )
+        self.verify_pmml()
+
+    def verify_pmml(self) -> None:
+        """Raise `ModelError` unless the PMML passes the XML gate and its sha256 equals ``model_version``.
+
+        Why both, before anything reads the PMML: the hash proves these are the bytes training wrote, the gate
+        (`experiment.pmml_guard`) that no XML engine will be led to fetch or expand anything, even when someone
+        re-hashed model.json to match a hostile file. The gate runs first, so an oversized file is never hashed.
+        """
         if not self.pmml_path.is_file():
             raise ModelError(f"{self.path}: PMML file {self.pmml_path} not found.")
+        check_pmml(self.pmml_path)
         actual = sha256_file(self.pmml_path)
         if actual != self.model_version:
             raise ModelError(

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from experiment.errors import ModelError, ParityError
+from experiment.pmml_guard import check_pmml
 from training.model_card import ParityResult
 
 __all__ = [
@@ -54,6 +55,7 @@ def score_pmml(pmml_path: Path | str, features: pd.DataFrame, feature_names: Seq
     path = Path(pmml_path)
     if not path.is_file():
         raise ModelError(f"{path}: PMML file not found.")
+    check_pmml(path)  # pypmml's Java parser resolves DTDs and entities: it only gets a file that passed the gate
     try:
         model = Model.fromFile(str(path))
     except Exception as error:  # py4j wraps every JVM-side failure in its own exception type

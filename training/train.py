@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from experiment.errors import AbflowError, ConfigError
+from experiment.pmml_guard import check_pmml
 from training import dataset as dataset_module
 from training import model_card, parity, pmml_fix
 
@@ -240,6 +241,7 @@ def _export_pmml(pipeline: Any, feature_names: list[str], out_dir: Path) -> tupl
     raw_path = out_dir / ".xgboost_model.nyoka.pmml"
     try:
         xgboost_to_pmml(pipeline, feature_names, TARGET, str(raw_path))
+        check_pmml(raw_path)
         fixed, report = pmml_fix.fix_pmml(raw_path.read_bytes(), pipeline, feature_names)
     finally:
         raw_path.unlink(missing_ok=True)

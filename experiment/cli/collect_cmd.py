@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
 import signal
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from experiment.cli.common import fail
+from experiment.cli.common import erased_on_failure, fail
 from experiment.errors import AbflowError
 
 __all__ = ["collect"]
@@ -37,9 +36,6 @@ def collect(
     from experiment.collector import collect as run_collect
     from experiment.config import load_settings
 
-    if not logging.getLogger().isEnabledFor(logging.DEBUG):
-        # kafka-python warns whenever its I/O thread is starved for 0.1 s (often, on a busy 2-core machine).
-        logging.getLogger("kafka").setLevel(logging.ERROR)
     stop = {"now": False}
 
     def on_signal(_signum: int, _frame: object) -> None:
@@ -49,7 +45,9 @@ def collect(
     console = Console(stderr=True)
     try:
         settings = load_settings({"store_path": store} if store else None)
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console) as progress:
+        with erased_on_failure(
+            Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console)
+        ) as progress:
             task = progress.add_task("collect: connecting", total=None)
 
             def on_progress(stats: CollectStats, lag: int) -> None:

@@ -1,7 +1,8 @@
 """`abflow experiment create|launch|pause|resume|stop|list|show|set-traffic`: the control plane from the shell.
 
 Every command reads the compacted `experiments` topic (the only source of truth) and every change publishes the whole
-next version to it; nothing is kept locally.
+next version to it; nothing is kept locally. `show` also looks in the results store for the job's word on the model
+(filled by `abflow collect` from `experiment-health`), so a model the job refuses is seen where the experiment is.
 """
 
 from __future__ import annotations
@@ -17,8 +18,14 @@ import typer
 from experiment.cli.common import fail
 from experiment.cli.kafka_cmd import BootstrapServers, TopicPrefix, cli_settings
 from experiment.config import KafkaSettings
-from experiment.definition import DEFAULT_ATTRIBUTION_WINDOW_S, Action, ExperimentDefinition, ModelRef
-from experiment.errors import AbflowError, ExperimentError, ModelError
+from experiment.definition import (
+    DEFAULT_ATTRIBUTION_WINDOW_S,
+    DEFAULT_CONTROL,
+    Action,
+    ExperimentDefinition,
+    ModelRef,
+)
+from experiment.errors import AbflowError, ExperimentError, InfraError, ModelError
 
 __all__ = ["app", "parse_duration", "parse_variants"]
 
@@ -32,7 +39,7 @@ _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_variants(text: str) -> list[tuple[str, float]]:
-    """`"control:0.5,treatment:0.5"` → `[("control", 0.5), ("treatment", 0.5)]` (control first)."""
+    """`"control:0.5,treatment:0.5"` → `[("control", 0.5), ("treatment", 0.5)]`, in declared order."""
     variants = []
     for part in text.split(","):
         name, sep, weight = part.partition(":")
@@ -63,6 +70,7 @@ def _kafka(bootstrap_servers: str | None, topic_prefix: str | None) -> KafkaSett
 
 def _verify_model(definition: ExperimentDefinition) -> None:
     """Launch gate: the card next to the PMML must have passed parity and still describe the same PMML bytes."""
+    from experiment.pmml_guard import check_pmml
     from training.model_card import load_verified_model_card, sha256_file
 
     pmml = Path(definition.model.pmml_path)
@@ -75,12 +83,16 @@ def _verify_model(definition: ExperimentDefinition) -> None:
     if card.pmml_path.resolve() != pmml.resolve():
         if not pmml.is_file():
             raise ModelError(f"{pmml}: the PMML of experiment '{definition.id}' does not exist.")
+        check_pmml(pmml)
         if sha256_file(pmml) != definition.model.model_version:
             raise ModelError(f"{pmml}: sha256 differs from model_version {definition.model.model_version}.")
 
 
 def _describe(definition: ExperimentDefinition) -> str:
-    split = ", ".join(f"{name} {weight:g}" for name, weight in definition.weights())
+    split = ", ".join(
+        f"{name} {weight:g}" + (" (control)" if name == definition.control != DEFAULT_CONTROL else "")
+        for name, weight in definition.weights()
+    )
     return (
         f"{definition.id} version {definition.version} {definition.status} "
         f"(traffic {definition.traffic:g}; {split}; category {definition.category}; threshold {definition.threshold:g})"
@@ -102,13 +114,33 @@ def create(
     variants: Annotated[
         str, typer.Option("--variants", help="name:weight,... with the control first; weights sum to 1.")
     ] = "control:0.5,treatment:0.5",
+    control: Annotated[
+        str,
+        typer.Option(
+            "--control",
+            help="Name of the control arm (never scored); it must be declared first, and no other arm may be "
+            "called 'control'.",
+        ),
+    ] = DEFAULT_CONTROL,
     attribution_window: Annotated[
         str, typer.Option("--attribution-window", help="How long after first exposure an outcome counts (7d, 12h, s).")
     ] = f"{DEFAULT_ATTRIBUTION_WINDOW_S // 86400}d",
     planned_sample_size: Annotated[
-        int | None, typer.Option("--planned-sample-size", help="Customers per variant you plan to collect.")
+        int | None,
+        typer.Option(
+            "--planned-sample-size",
+            help="Total customers you plan to collect, summed over all variants; the verdict uses fixed-horizon "
+            "tests once reached.",
+        ),
     ] = None,
-    mde: Annotated[float | None, typer.Option("--mde", help="Minimum detectable effect (absolute).")] = None,
+    mde: Annotated[
+        float | None,
+        typer.Option(
+            "--mde",
+            help="Minimum detectable effect, relative to the control's conversion rate (0.05 = +5 %); without "
+            "--planned-sample-size the plan is the total, over all variants, needed to detect it with 80 % power.",
+        ),
+    ] = None,
     salt: Annotated[str | None, typer.Option("--salt", help="Assignment salt (default: the id).")] = None,
     bootstrap_servers: BootstrapServers = None,
     topic_prefix: TopicPrefix = None,
@@ -119,6 +151,7 @@ def create(
 
     try:
         card = load_model_card(model)
+        card.verify_pmml()  # the XML gate and the sha256, before the model is named in an experiment
         definition = ExperimentDefinition.new(
             id=experiment_id,
             name=name,
@@ -131,6 +164,7 @@ def create(
             salt=salt,
             traffic=traffic,
             variants=parse_variants(variants),
+            control=control,
             attribution_window_s=parse_duration(attribution_window),
             planned_sample_size=planned_sample_size,
             mde=mde,
@@ -153,6 +187,8 @@ def _act(
         definition = control_plane.apply_action(kafka, experiment_id, action, now_ms=_now_ms())
     except AbflowError as error:
         fail(error)
+    if definition.status == "archived":  # `stop` on a draft
+        past = "archived"
     typer.echo(f"{past} {_describe(definition)}")
 
 
@@ -184,7 +220,7 @@ def resume(
 def stop(
     experiment_id: ExperimentId, bootstrap_servers: BootstrapServers = None, topic_prefix: TopicPrefix = None
 ) -> None:
-    """End the experiment for good (running or paused → stopped)."""
+    """End the experiment for good (running or paused → stopped; a draft → archived, hidden from `list`)."""
     _act("stop", "stopped", experiment_id, bootstrap_servers, topic_prefix)
 
 
@@ -209,17 +245,18 @@ def set_traffic(
 @app.command("list")
 def list_(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of full definitions.")] = False,
+    show_all: Annotated[bool, typer.Option("--all", help="Include archived experiments (stopped drafts).")] = False,
     bootstrap_servers: BootstrapServers = None,
     topic_prefix: TopicPrefix = None,
 ) -> None:
-    """List the latest version of every experiment on the topic."""
+    """List the latest version of every experiment on the topic (archived ones only with --all)."""
     from experiment import control_plane
 
     try:
         snapshot = control_plane.read_snapshot(_kafka(bootstrap_servers, topic_prefix))
     except AbflowError as error:
         fail(error)
-    definitions = snapshot.sorted()
+    definitions = [d for d in snapshot.sorted() if show_all or d.status != "archived"]
     if as_json:
         typer.echo(json.dumps([d.to_dict() for d in definitions], sort_keys=True))
         return
@@ -231,15 +268,50 @@ def list_(
         typer.echo(f"warning: skipped {snapshot.skipped} unreadable record(s) on the topic", err=True)
 
 
+def _unusable_model_line(definition: ExperimentDefinition, store_path: Path, wait_s: float = 3.0) -> str | None:
+    """The results store's word that the job cannot use this definition's model, or None (also without a store).
+
+    The collector holds the store only while it writes a batch, so a busy store is retried briefly; a store that
+    stays busy gives a note instead of an error, since the definition itself was read fine.
+    """
+    from experiment.store import ResultsStore
+
+    if not store_path.exists():
+        return None
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with ResultsStore(store_path, read_only=True) as results:
+                health = results.unusable_model(definition.id, definition.model.model_version)
+            return None if health is None else health.headline()
+        except InfraError as error:
+            if time.monotonic() > deadline:
+                return f"note: model health unknown, the results store could not be read ({error})"
+            time.sleep(0.1)
+
+
 @app.command()
 def show(
-    experiment_id: ExperimentId, bootstrap_servers: BootstrapServers = None, topic_prefix: TopicPrefix = None
+    experiment_id: ExperimentId,
+    store: Annotated[
+        Path | None,
+        typer.Option("--store", help="Results store to read the model's health from (default: settings)."),
+    ] = None,
+    bootstrap_servers: BootstrapServers = None,
+    topic_prefix: TopicPrefix = None,
 ) -> None:
-    """Print the latest full definition of one experiment as JSON."""
+    """Print the latest full definition of one experiment as JSON, and on stderr whether the job refuses its model.
+
+    The model line goes to stderr so that the JSON on stdout can still be piped.
+    """
     from experiment import control_plane
 
     try:
-        definition = control_plane.get(_kafka(bootstrap_servers, topic_prefix), experiment_id)
+        settings = cli_settings(bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix)
+        definition = control_plane.get(settings.kafka, experiment_id)
     except AbflowError as error:
         fail(error)
     typer.echo(json.dumps(definition.to_dict(), sort_keys=True, indent=2))
+    line = _unusable_model_line(definition, store or settings.store_path)
+    if line:
+        typer.echo(line, err=True)

@@ -2,19 +2,23 @@
 
 Also defines the Kafka connection options shared by every command that talks to Kafka (`--bootstrap-servers`,
 `--topic-prefix`); SASL/SSL settings come from the config file or `ABFLOW_KAFKA_*` variables so that secrets never
-appear on a command line.
+appear on a command line. The configured bootstrap address is the one source of truth: `up` starts the broker there
+and `status` checks that it answers there, so neither can disagree with the commands that use it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from experiment.cli.common import fail
-from experiment.config import Settings, load_settings
-from experiment.errors import AbflowError
+from experiment.config import Settings, load_settings, parse_bootstrap_servers
+from experiment.errors import AbflowError, ConfigError
+
+if TYPE_CHECKING:
+    from experiment.kafka.broker import BrokerStatus
 
 __all__ = ["BootstrapServers", "TopicPrefix", "app", "cli_settings"]
 
@@ -50,6 +54,17 @@ def cli_settings(bootstrap_servers: str | None = None, topic_prefix: str | None 
     return load_settings({"kafka.bootstrap_servers": bootstrap_servers, "kafka.topic_prefix": topic_prefix})
 
 
+def _local_address(settings: Settings) -> tuple[str, int] | None:
+    """Where the local broker must listen to serve the configured bootstrap, or None when that is not local."""
+    from experiment.kafka import broker
+
+    parse_bootstrap_servers(settings.kafka.bootstrap_servers)  # a malformed address is an error, not "remote"
+    try:
+        return broker.listen_address(settings.kafka.bootstrap_servers)
+    except ConfigError:
+        return None
+
+
 @app.command()
 def install() -> None:
     """Fetch the pinned Kafka broker jars and the Flink Kafka connector (checksums verified; no-op when present)."""
@@ -66,7 +81,16 @@ def install() -> None:
 
 @app.command()
 def up(
-    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Client port on 127.0.0.1.")] = 9092,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port",
+            min=1,
+            max=65535,
+            help="Client port (default: the port of the configured bootstrap, $ABFLOW_KAFKA_BOOTSTRAP or config).",
+            show_default=False,
+        ),
+    ] = None,
     data_dir: DataDir = None,
     topic_prefix: TopicPrefix = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for readiness.")] = 90.0,
@@ -78,8 +102,15 @@ def up(
 
     try:
         settings = cli_settings(topic_prefix=topic_prefix)
-        status = broker.start(settings, port=port, data_dir=data_dir, timeout_s=timeout)
+        host, port = broker.listen_address(settings.kafka.bootstrap_servers, port)
+        status = broker.start(settings, host=host, port=port, data_dir=data_dir, timeout_s=timeout)
         assert status.bootstrap_servers is not None
+        if _local_address(settings) != (host, port):
+            typer.echo(
+                f"note: other abflow commands use {settings.kafka.bootstrap_servers}; set "
+                f"ABFLOW_KAFKA_BOOTSTRAP={status.bootstrap_servers} for them to use this broker",
+                err=True,
+            )
         kafka = replace(settings.kafka, bootstrap_servers=status.bootstrap_servers)
         created = topics.ensure_topics(kafka)
     except AbflowError as error:
@@ -106,24 +137,55 @@ def down(data_dir: DataDir = None) -> None:
 
 @app.command()
 def status(data_dir: DataDir = None, bootstrap_servers: BootstrapServers = None) -> None:
-    """Show whether the local broker runs and answers; with --bootstrap-servers, probe that cluster instead.
+    """Check that Kafka answers at the configured address (or --bootstrap-servers), and show the local broker there.
 
-    Exits 1 when nothing answers, so scripts can test it.
+    Exits 1, with the reason on stderr, when nothing answers there, so scripts can test it.
     """
+    from dataclasses import replace
+
     from experiment.kafka import broker
 
     try:
         settings = cli_settings(bootstrap_servers=bootstrap_servers)
-        if bootstrap_servers:
-            ok = broker.metadata_answered(settings.kafka, timeout_s=10.0)
-            typer.echo(
-                f"kafka: {settings.kafka.bootstrap_servers} {'answers' if ok else 'does not answer'} metadata requests"
-            )
-        else:
-            local = broker.status(data_dir or settings.kafka_data_dir)
-            ok = local.running and local.ready
-            typer.echo(local.describe())
+        kafka = settings.kafka
+        local = _local_address(settings)
+        running = broker.status(data_dir or settings.kafka_data_dir, probe=False) if local else None
+        # A refused TCP connection needs no Kafka client (which would retry for connect_timeout_s).
+        reachable = broker.port_open(*local) if local else True
+        ok = reachable and broker.metadata_answered(kafka, timeout_s=kafka.connect_timeout_s)
     except AbflowError as error:
         fail(error)
+    if running is not None and running.running and (running.host, running.port) == local:
+        typer.echo(replace(running, ready=ok).describe())
+    elif running is not None and not running.running and not ok:
+        typer.echo(running.describe())
+    else:
+        typer.echo(f"kafka: {kafka.bootstrap_servers} {'answers' if ok else 'does not answer'} metadata requests")
     if not ok:
+        typer.echo(
+            f"error: {_why_not_answering(kafka.bootstrap_servers, kafka.connect_timeout_s, local, running)}", err=True
+        )
         raise typer.Exit(code=1)
+
+
+def _why_not_answering(
+    bootstrap_servers: str, timeout_s: float, local: tuple[str, int] | None, running: BrokerStatus | None
+) -> str:
+    """The reason nothing answers at the configured address, with the command that fixes it."""
+    if running is None:
+        return (
+            f"no Kafka broker answered at {bootstrap_servers} within {timeout_s:g} s; "
+            "check the address and the security settings"
+        )
+    if not running.running:
+        return f"nothing answers at {bootstrap_servers}; `abflow kafka up` starts the local broker there"
+    if (running.host, running.port) != local:
+        return (
+            f"the local broker listens on {running.bootstrap_servers}, but abflow is configured for "
+            f"{bootstrap_servers}; set ABFLOW_KAFKA_BOOTSTRAP={running.bootstrap_servers}, or run "
+            "`abflow kafka down` and then `abflow kafka up` to move it"
+        )
+    return (
+        f"the local broker (pid {running.pid}) does not answer metadata requests at {bootstrap_servers}; "
+        f"see {running.data_dir / 'logs' / 'server.log'}"
+    )

@@ -1,9 +1,10 @@
-"""`abflow pipeline run|stop|status`: the Flink decision job on the local MiniCluster.
+"""`abflow pipeline run|stop|savepoint|status`: the Flink decision job on the local MiniCluster.
 
-`run` blocks (Ctrl-C cancels the job cleanly); `run --detach` starts the same job in a background process
-(`python -m flink_pipeline.job --local ...`) whose pid and log live under `<home>/pipeline/`, so `stop` and `status`
-can find it. The MiniCluster lives inside that process: stopping the process (SIGTERM) cancels the job first, which
-aborts its open Kafka transaction at once.
+`run` resumes from the newest retained checkpoint or savepoint of the job (keyed state and Kafka offsets
+together), so a crash, a reboot or an upgrade loses nothing; `--from` picks a snapshot and `--fresh --yes` starts
+with empty state. `run` blocks (Ctrl-C cancels; checkpoints stay); `run --detach` starts the same job in a background
+process whose pid, REST address and logs live under `<home>/pipeline/`. `stop` ends the job with a savepoint,
+`savepoint` takes one while it runs, `status` shows its health from Flink's REST API. See docs/operations.md.
 
 PyFlink is imported only inside the commands, so `abflow --help` stays fast.
 """
@@ -14,11 +15,12 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -27,12 +29,17 @@ from experiment.cli.kafka_cmd import BootstrapServers, TopicPrefix, cli_settings
 from experiment.config import Settings
 from experiment.errors import AbflowError, ConfigError, InfraError
 from experiment.processes import pid_alive
+from flink_pipeline import checkpoints
+from flink_pipeline.rest import FlinkRest
 
-__all__ = ["app", "parse_interval_ms", "run", "status", "stop"]
+__all__ = ["app", "parse_interval_ms", "run", "savepoint", "status", "stop"]
 
 app = typer.Typer(help="The Flink decision job on the local MiniCluster.", no_args_is_help=True)
 
 _INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
+#: The job's name: it names the folders of its checkpoints and savepoints, so it must not change between runs.
+JOB_NAME = "abflow-decisions"
+_RETAINED = 3
 
 
 def parse_interval_ms(text: str) -> int:
@@ -48,19 +55,66 @@ def _state_dir(settings: Settings) -> Path:
     return settings.home / "pipeline"
 
 
-def _read_state(settings: Settings) -> dict | None:
+def _read_state(settings: Settings) -> dict[str, Any] | None:
     path = _state_dir(settings) / "job.json"
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return state if isinstance(state, dict) else None
+
+
+def _running_state(settings: Settings) -> dict[str, Any] | None:
+    state = _read_state(settings)
+    return state if state and pid_alive(int(state["pid"])) else None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def choose_snapshot(settings: Settings, *, from_path: Path | None, fresh: bool, yes: bool) -> Path | None:
+    """The snapshot `pipeline run` restores (None: empty state), after pruning old runs' checkpoints.
+
+    Resuming is the default because starting empty silently forgets every exposure the job has seen, and with
+    it the attribution of those customers' later purchases.
+    """
+    if fresh and from_path is not None:
+        raise ConfigError("--fresh and --from contradict each other; give one")
+    if fresh:
+        if not yes:
+            raise ConfigError("--fresh drops the job's state (exposures and held purchases); confirm with --yes")
+        typer.echo("starting fresh: empty state, offsets from the consumer group (--fresh --yes)", err=True)
+        return None
+    snapshot = (
+        checkpoints.snapshot_at(from_path.expanduser())
+        if from_path is not None
+        else checkpoints.newest_snapshot(settings.home, JOB_NAME)
+    )
+    if snapshot is None:
+        where = checkpoints.checkpoint_root(settings.home, JOB_NAME)
+        typer.echo(f"starting fresh: no checkpoint or savepoint of {JOB_NAME} under {where.parent}", err=True)
+        return None
+    checkpoints.prune_checkpoints(settings.home, JOB_NAME, _RETAINED, protect=snapshot.path)
+    typer.echo(f"resuming from {checkpoints.describe(snapshot)}", err=True)
+    return snapshot.path.resolve()
 
 
 @app.command("run")
 def run(
     detach: Annotated[bool, typer.Option("--detach", help="Start in the background; see `pipeline status`.")] = False,
+    from_path: Annotated[
+        Path | None,
+        typer.Option("--from", help="Resume from this checkpoint or savepoint folder (default: the newest)."),
+    ] = None,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Start with empty state instead of resuming (needs --yes).")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm --fresh.")] = False,
     parallelism: Annotated[int, typer.Option("--parallelism", min=1, help="Parallel subtasks.")] = 1,
     checkpoint_interval: Annotated[
         str, typer.Option("--checkpoint-interval", help="Checkpoint (and output commit) interval: 2s, 500ms, 1m.")
@@ -84,12 +138,17 @@ def run(
     bootstrap_servers: BootstrapServers = None,
     topic_prefix: TopicPrefix = None,
 ) -> None:
-    """Run the decision job: sessions/outcomes in, assignments/attributed-outcomes/dead-letter out (exactly once)."""
+    """Run the decision job, resuming from its newest checkpoint or savepoint (exactly-once output)."""
     try:
         settings = cli_settings(bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix)
         interval_ms = parse_interval_ms(checkpoint_interval)
         if reference_data is None and Path("data", "X_test.csv").is_file():
             reference_data = Path("data")
+        running = _running_state(settings)
+        if running:
+            raise InfraError(f"the pipeline is already running (pid {running['pid']}); `abflow pipeline stop` first.")
+        restore = choose_snapshot(settings, from_path=from_path, fresh=fresh, yes=yes)
+        rest_port = _free_port()
         args = [
             "--local",
             "--parallelism",
@@ -108,34 +167,57 @@ def run(
             settings.kafka.bootstrap_servers,
             "--topic-prefix",
             settings.kafka.topic_prefix,
+            "--rest-port",
+            str(rest_port),
         ]
         if reference_data is not None:
             args += ["--reference-rows", str(reference_data.resolve())]
+        if restore is not None:
+            args += ["--restore-from", str(restore)]
         from experiment.kafka.topics import ensure_topics
         from flink_pipeline import job
 
         config = job.config_from_args(job.parse_args(args))
         ensure_topics(settings.kafka)
         if detach:
-            _start_detached(settings, args)
+            _start_detached(settings, args, rest_port)
             return
         typer.echo(
             f"running the decision job (mode={mode}, parallelism={parallelism}, checkpoints every "
-            f"{interval_ms} ms) against {settings.kafka.bootstrap_servers}; Ctrl-C stops it",
+            f"{interval_ms} ms) against {settings.kafka.bootstrap_servers}; REST http://127.0.0.1:{rest_port}; "
+            f"logs {job.log_dir(settings)}; Ctrl-C stops it",
             err=True,
         )
-        job.run_local_until_stopped(settings, config)
+        _write_state(settings, os.getpid(), args, rest_port, settings.home / "pipeline" / "logs")
+        job.use_log_dir(settings)
+        try:
+            job.run_local_until_stopped(settings, config)
+        finally:
+            (_state_dir(settings) / "job.json").unlink(missing_ok=True)
     except AbflowError as error:
         fail(error)
 
 
-def _start_detached(settings: Settings, args: list[str]) -> None:
-    state = _read_state(settings)
-    if state and pid_alive(int(state["pid"])):
-        raise InfraError(f"the pipeline is already running (pid {state['pid']}); `abflow pipeline stop` first.")
+def _write_state(settings: Settings, pid: int, args: list[str], rest_port: int, log: Path) -> None:
+    record = {
+        "pid": pid,
+        "started": int(time.time()),
+        "args": args,
+        "rest": f"http://127.0.0.1:{rest_port}",
+        "log": str(log.resolve()),
+        "flink_logs": str((settings.home / "pipeline" / "logs").resolve()),
+    }
+    directory = _state_dir(settings)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "job.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+
+
+def _start_detached(settings: Settings, args: list[str], rest_port: int, timeout_s: float = 120.0) -> None:
+    """Start the job process, then wait until Flink reports the job RUNNING (or the process has died)."""
     directory = _state_dir(settings)
     directory.mkdir(parents=True, exist_ok=True)
     log_path = directory / "job.log"
+    env = {**os.environ, "FLINK_LOG_DIR": str((directory / "logs").resolve())}
     with open(log_path, "ab") as log:
         process = subprocess.Popen(  # our own interpreter and module, no shell
             [sys.executable, "-m", "flink_pipeline.job", *args],
@@ -144,20 +226,60 @@ def _start_detached(settings: Settings, args: list[str]) -> None:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             cwd=Path.cwd(),
+            env=env,
         )
-    time.sleep(1.0)
-    if process.poll() is not None:
-        raise InfraError(f"the pipeline exited at once (code {process.returncode}); see {log_path}")
-    record = {"pid": process.pid, "started": int(time.time()), "args": args, "log": str(log_path.resolve())}
-    (directory / "job.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
-    typer.echo(f"pipeline started in the background (pid {process.pid}); log: {log_path}")
+    _write_state(settings, process.pid, args, rest_port, log_path)
+    rest = FlinkRest(f"http://127.0.0.1:{rest_port}", timeout_s=2.0)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            (directory / "job.json").unlink(missing_ok=True)
+            raise InfraError(f"the pipeline exited (code {process.returncode}): {_last_error(log_path)}")
+        try:
+            job = rest.active_job(JOB_NAME)
+        except InfraError:
+            job = None
+        if job is not None and job.get("state") == "RUNNING" and _tasks_running(rest, job["jid"]):
+            typer.echo(
+                f"pipeline started in the background (pid {process.pid}, job {job['jid']}); "
+                f"REST http://127.0.0.1:{rest_port}; log: {log_path}"
+            )
+            return
+        time.sleep(0.5)
+    typer.echo(f"pipeline started (pid {process.pid}) but not RUNNING after {timeout_s:.0f} s; see {log_path}")
+
+
+def _tasks_running(rest: FlinkRest, job_id: str) -> bool:
+    try:
+        return rest.tasks_running(job_id)
+    except InfraError:
+        return False
+
+
+def _last_error(log_path: Path) -> str:
+    """The last ERROR line of the job's log: what `run --detach` shows when the job could not start."""
+    try:
+        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return f"see {log_path}"
+    errors = [line for line in lines if " ERROR " in line]
+    return (
+        errors[-1].split(" ERROR ", 1)[-1].split(" ", 1)[-1] if errors else "no error logged"
+    ) + f" (log: {log_path})"
+
+
+def _rest(state: dict[str, Any]) -> FlinkRest:
+    return FlinkRest(str(state.get("rest", "")), timeout_s=5.0)
 
 
 @app.command("stop")
 def stop(
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for a clean cancel.")] = 60.0,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the savepoint and exit.")] = 120.0,
+    no_savepoint: Annotated[
+        bool, typer.Option("--no-savepoint", help="Cancel without a savepoint (the retained checkpoints stay).")
+    ] = False,
 ) -> None:
-    """Stop the detached pipeline: cancel the job cleanly (SIGTERM), then kill it if it does not exit in time."""
+    """Stop the detached pipeline with a savepoint (the next `run` resumes from it); print its path."""
     settings = cli_settings()
     state = _read_state(settings)
     if not state or not pid_alive(int(state["pid"])):
@@ -166,10 +288,22 @@ def stop(
             (_state_dir(settings) / "job.json").unlink(missing_ok=True)
         return
     pid = int(state["pid"])
-    os.kill(pid, signal.SIGTERM)
+    if not no_savepoint:
+        try:
+            rest = _rest(state)
+            job = rest.active_job(JOB_NAME)
+            if job is None:
+                raise InfraError("Flink reports no running job")
+            target = checkpoints.savepoint_root(settings.home, JOB_NAME).resolve().as_uri()
+            path = rest.savepoint(job["jid"], target, stop=True, timeout_s=timeout)
+            typer.echo(f"savepoint: {_plain_path(path)}")
+        except InfraError as error:
+            typer.echo(f"error: no savepoint taken ({error}); cancelling, the retained checkpoints stay", err=True)
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)  # after a stop-with-savepoint the process is already on its way out
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and pid_alive(pid):
-        time.sleep(0.5)
+        time.sleep(0.3)
     if pid_alive(pid):
         os.killpg(pid, signal.SIGKILL)
         typer.echo(f"the pipeline (pid {pid}) did not stop within {timeout:.0f} s and was killed")
@@ -178,21 +312,106 @@ def stop(
     (_state_dir(settings) / "job.json").unlink(missing_ok=True)
 
 
+def _plain_path(location: str) -> str:
+    return location.removeprefix("file:")
+
+
+@app.command("savepoint")
+def savepoint(
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the savepoint.")] = 120.0,
+) -> None:
+    """Take a savepoint of the running job (it keeps running); print its path."""
+    settings = cli_settings()
+    state = _running_state(settings)
+    if state is None:
+        fail(InfraError("the pipeline is not running; nothing to take a savepoint of"))
+    rest = _rest(state)
+    try:
+        job = rest.active_job(JOB_NAME)
+        if job is None:
+            raise InfraError("Flink reports no running job")
+        target = checkpoints.savepoint_root(settings.home, JOB_NAME).resolve().as_uri()
+        typer.echo(f"savepoint: {_plain_path(rest.savepoint(job['jid'], target, stop=False, timeout_s=timeout))}")
+    except InfraError as error:
+        fail(error)
+
+
+def _broker_reachable(bootstrap: str, timeout_s: float = 2.0) -> bool:
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
 @app.command("status")
 def status(
     lines: Annotated[int, typer.Option("--lines", min=0, help="Recent log lines to show.")] = 5,
 ) -> None:
-    """Whether the detached pipeline runs, since when, and the latest lines of its log."""
+    """Whether the job runs and is healthy: state, restarts, checkpoints, rates, dead letters, broker."""
     settings = cli_settings()
-    state = _read_state(settings)
-    if not state or not pid_alive(int(state["pid"])):
+    state = _running_state(settings)
+    newest = checkpoints.newest_snapshot(settings.home, JOB_NAME)
+    if state is None:
         typer.echo("pipeline: not running")
+        if newest is not None:
+            typer.echo(f"next run resumes from {checkpoints.describe(newest)}")
         raise typer.Exit(code=1)
     uptime = int(time.time()) - int(state["started"])
-    typer.echo(f"pipeline: running (pid {state['pid']}, up {uptime} s)")
+    typer.echo(f"pipeline: process up (pid {state['pid']}, up {uptime} s); REST {state.get('rest')}")
+    healthy = _show_health(settings, state)
+    if not _broker_reachable(settings.kafka.bootstrap_servers):
+        typer.echo(f"broker: unreachable at {settings.kafka.bootstrap_servers}")
+        healthy = False
+    else:
+        typer.echo(f"broker: reachable at {settings.kafka.bootstrap_servers}")
+    if newest is not None:
+        typer.echo(f"newest retained snapshot: {checkpoints.describe(newest)}")
     typer.echo(f"log: {state['log']}")
+    typer.echo(f"flink logs: {state.get('flink_logs', '')}")
     log = Path(state["log"])
     if lines and log.is_file():
         recent = log.read_text(encoding="utf-8", errors="replace").splitlines()
         for line in recent[-lines:]:
             typer.echo(f"  {line}")
+    if not healthy:
+        raise typer.Exit(code=3)
+
+
+def _show_health(settings: Settings, state: dict[str, Any]) -> bool:
+    rest = _rest(state)
+    try:
+        job = rest.active_job(JOB_NAME)
+        if job is None:
+            typer.echo("job: none running on the MiniCluster (starting, or ended; see the log)")
+            return False
+        health = rest.health(job["jid"])
+        counters = rest.abflow_counters(job["jid"])
+    except InfraError as error:
+        typer.echo(f"job: unknown ({error})")
+        return False
+    now_ms = time.time() * 1000
+    typer.echo(f"job: {health.state.lower()} (id {health.job_id}, restarts {health.restarts})")
+    for label, info in (("last checkpoint", health.last_checkpoint), ("last savepoint", health.last_savepoint)):
+        if info is None:
+            typer.echo(f"{label}: none yet")
+        else:
+            age = max(0.0, (now_ms - info.completed_ms) / 1000)
+            typer.echo(f"{label}: {_plain_path(info.path)} ({age:.0f} s old, {info.size_bytes} bytes)")
+    typer.echo(f"restored from: {_plain_path(health.restored_from) if health.restored_from else 'nothing'}")
+    typer.echo(
+        f"records: {health.records_in_per_s:.0f}/s in, {health.records_out_per_s:.0f}/s out; "
+        f"checkpoints {health.checkpoints_completed} completed, {health.checkpoints_failed} failed"
+    )
+    dead = sum(v for k, v in counters.items() if k.startswith("dead_lettered"))
+    typer.echo(f"dead letters: {dead:.0f}")
+    unusable = {
+        k.split(".")[1]: v for k, v in counters.items() if k.startswith("experiment.") and k.endswith("model_unusable")
+    }
+    for exp_id, count in sorted(unusable.items()):
+        if count:
+            typer.echo(f"experiment {exp_id}: MODEL UNUSABLE, assigns nobody ({count:.0f} sessions not assigned)")
+    return health.state == "RUNNING" and not any(unusable.values())

@@ -21,7 +21,9 @@ __all__ = ["report"]
 def report(
     experiment: Annotated[str, typer.Argument(help="Experiment id, e.g. cat61-v1.")],
     fmt: Annotated[str, typer.Option("--format", help="Output format: md, html, json or csv.")] = "md",
-    out: Annotated[Path | None, typer.Option("--out", help="File to write (default: report-<id>.<format>).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="File to write (default: reports/<id>.<format>).", show_default=False)
+    ] = None,
     as_of: Annotated[
         str | None,
         typer.Option("--as-of", help="Only data up to this time: ISO-8601 (a date = its end) or epoch ms."),
@@ -29,9 +31,15 @@ def report(
     store: Annotated[Path | None, typer.Option("--store", help="Results store file (default: settings).")] = None,
     alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.05,
 ) -> None:
-    """Write a report: definition, sample sizes, SRM, metrics by method, P(beat), CUPED, verdict."""
+    """Write a report (definition, sample sizes, SRM, metrics by method, P(beat), CUPED, verdict) and summarise it.
+
+    The file goes under `reports/` (git-ignored) unless `--out` says otherwise, so reports do not litter the working
+    directory; the terminal gets the same summary the demo prints, then the path and the verdict on the last line.
+    """
+    from rich.console import Console
+
     from experiment.config import load_settings
-    from experiment.report import FORMATS, build_report, write_report
+    from experiment.report import FORMATS, REPORTS_DIR, build_report, print_summary, write_report
     from experiment.store import ResultsStore, to_epoch_ms
 
     try:
@@ -46,8 +54,9 @@ def report(
         path = store or load_settings().store_path
         with ResultsStore(path, read_only=True) as results:
             model = build_report(results, experiment, as_of=as_of_ms, alpha=alpha)
-        target = write_report(model, fmt, out or Path(f"report-{experiment}.{fmt}"))
+        target = write_report(model, fmt, out or REPORTS_DIR / f"{experiment}.{fmt}")
     except AbflowError as error:
         fail(error)
+    print_summary(Console(), model)
     verdict = model["verdict"]
     typer.echo(f"{target}: {verdict['decision']}{' ' + verdict['arm'] if verdict['arm'] else ''}")

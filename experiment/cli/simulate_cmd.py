@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import logging
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from experiment.cli.common import fail
+from experiment.cli.common import erased_on_failure, fail
 from experiment.errors import AbflowError
 
 if TYPE_CHECKING:
@@ -63,21 +62,20 @@ def simulate(
     from experiment.config import load_settings
     from experiment.simulator import SimulationConfig, run_simulation
 
-    if not logging.getLogger().isEnabledFor(logging.DEBUG):
-        # kafka-python warns whenever its I/O thread is starved for 0.1 s (often, on a busy 2-core machine).
-        logging.getLogger("kafka").setLevel(logging.ERROR)
     config = SimulationConfig(customers=customers, rate=rate, duration_s=duration, seed=seed, malformed=malformed)
     console = Console(stderr=True)
     try:
         config.validate()
         settings = load_settings()
-        with Progress(
-            TextColumn("[bold]simulate[/bold] {task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
+        with erased_on_failure(
+            Progress(
+                TextColumn("[bold]simulate[/bold] {task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=console,
+                transient=False,
+            )
         ) as progress:
             task = progress.add_task("preparing", total=None)
 

@@ -1,4 +1,4 @@
-"""A single-node Apache Kafka broker (KRaft: broker and controller in one JVM) on 127.0.0.1, run from Maven jars.
+"""A single-node Apache Kafka broker (KRaft: broker and controller in one JVM) on loopback, run from Maven jars.
 
 Why a real broker and not a mock: the Flink job's transactional sink, read_committed consumers and log compaction of
 the `experiments` topic are exactly what needs testing, and only a real broker does them.
@@ -8,15 +8,18 @@ The broker's whole state lives in one data directory (`Settings.kafka_data_dir` 
     data/               log.dirs: KRaft metadata and topic partitions, formatted on first start
     logs/server.log     the broker's own log (log4j2, see log4j2.xml beside this module)
     console.log         the JVM's stdout/stderr (startup failures land here)
-    broker.pid          the JVM's pid, and broker.json with its pid and ports
-`start` is idempotent (a running broker on the same port is reused), `stop` sends SIGTERM and waits for a clean
-shutdown. Several brokers may run at once from different data directories (the test fixture uses its own).
+    broker.pid          the JVM's pid, and broker.json with its pid, host and port
+Where it listens comes from the configured bootstrap servers (`listen_address`), the one address every other command
+uses too; it must be a single loopback address (127.0.0.1, localhost or ::1). `start` is idempotent (a running broker
+on the same port is reused), `stop` sends SIGTERM and waits for a clean shutdown. Several brokers may run at once from
+different data directories (the test fixture uses its own).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -28,9 +31,10 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
-from experiment.config import KafkaSettings, Settings
-from experiment.errors import InfraError
+from experiment.config import DEFAULT_KAFKA_PORT, KafkaSettings, Settings, parse_bootstrap_servers
+from experiment.errors import ConfigError, InfraError
 from experiment.kafka import jars
 from experiment.processes import pid_alive
 
@@ -39,6 +43,7 @@ __all__ = [
     "TRANSACTION_MAX_TIMEOUT_MS",
     "BrokerStatus",
     "free_port",
+    "listen_address",
     "metadata_answered",
     "start",
     "status",
@@ -48,7 +53,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PORT = 9092
+DEFAULT_PORT = DEFAULT_KAFKA_PORT
+DEFAULT_HOST = "127.0.0.1"
 # Flink's exactly-once Kafka sink sets transaction.timeout.ms (ours: 15 min); the broker refuses any producer whose
 # timeout exceeds transaction.max.timeout.ms, so the broker allows up to one hour.
 TRANSACTION_MAX_TIMEOUT_MS = 3_600_000
@@ -65,11 +71,12 @@ class BrokerStatus:
     pid: int | None = None
     port: int | None = None
     ready: bool = False
+    host: str = DEFAULT_HOST
 
     @property
     def bootstrap_servers(self) -> str | None:
-        """`127.0.0.1:<port>` when a broker is running, else None."""
-        return f"127.0.0.1:{self.port}" if self.running and self.port else None
+        """`127.0.0.1:<port>` (or `[::1]:<port>`) when a broker is running, else None."""
+        return _address(self.host, self.port) if self.running and self.port else None
 
     def describe(self) -> str:
         """One human line for `abflow kafka status`."""
@@ -86,44 +93,88 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def listen_address(bootstrap_servers: str, port: int | None = None) -> tuple[str, int]:
+    """Where the local broker listens, as (host, port): the configured bootstrap address, or `port` when given.
+
+    Without `port`, a bootstrap that is not exactly one loopback address raises `ConfigError`: a broker started
+    anywhere else would never be reached by the commands that read that same setting. With `port`, the host is the
+    configured loopback host (so `::1` stays IPv6), else 127.0.0.1.
+    """
+    addresses = parse_bootstrap_servers(bootstrap_servers)
+    local = _loopback_host(addresses[0][0]) if len(addresses) == 1 else None
+    if port is not None:
+        return local or DEFAULT_HOST, port
+    if len(addresses) > 1:
+        raise ConfigError(
+            f"The configured Kafka bootstrap servers '{bootstrap_servers}' (ABFLOW_KAFKA_BOOTSTRAP or abflow.toml) "
+            "list several servers, but the local broker is one: configure a single 127.0.0.1:<port>, or pass --port."
+        )
+    if local is None:
+        raise ConfigError(
+            f"The configured Kafka bootstrap servers '{bootstrap_servers}' (ABFLOW_KAFKA_BOOTSTRAP or abflow.toml) are "
+            "not a loopback address (127.0.0.1, localhost or ::1), so `kafka up` has nothing to start: use that "
+            "cluster as is, or pass --port to start a local broker anyway."
+        )
+    return local, addresses[0][1]
+
+
+def _loopback_host(host: str) -> str | None:
+    """The address the broker binds for a configured loopback host (localhost → 127.0.0.1), or None if not loopback."""
+    if host.lower() == "localhost":
+        return DEFAULT_HOST
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if address == ipaddress.ip_address("127.0.0.1"):
+        return DEFAULT_HOST
+    return "::1" if address == ipaddress.ip_address("::1") else None
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def status(data_dir: Path, *, probe: bool = True) -> BrokerStatus:
     """The state of the broker whose data lives in `data_dir`; `probe` also asks it for metadata."""
     data_dir = data_dir.resolve()
     state = _read_state(data_dir)
-    if state is None or not _is_our_broker(state["pid"], data_dir):
+    if state is None or not _is_our_broker(state.pid, data_dir):
         return BrokerStatus(data_dir=data_dir, running=False)
-    port = int(state["port"])
-    ready = probe and metadata_answered(KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}"), timeout_s=5.0)
-    return BrokerStatus(data_dir=data_dir, running=True, pid=int(state["pid"]), port=port, ready=ready)
+    address = _address(state.host, state.port)
+    ready = probe and metadata_answered(KafkaSettings(bootstrap_servers=address), timeout_s=5.0)
+    return BrokerStatus(data_dir=data_dir, running=True, pid=state.pid, port=state.port, ready=ready, host=state.host)
 
 
 def start(
     settings: Settings,
     *,
     port: int = DEFAULT_PORT,
+    host: str = DEFAULT_HOST,
     data_dir: Path | None = None,
     timeout_s: float = 90.0,
     die_with_parent: bool = False,
 ) -> BrokerStatus:
     """Start the broker (formatting its storage on first use) and return once it answers a metadata request.
 
-    A broker already running from the same data directory on the same port is simply reported; a different port, or
-    a port that another process holds, raises `InfraError` with the fix. `die_with_parent` (for test sessions) asks
+    `host` is 127.0.0.1 or ::1 (see `listen_address`). A broker already running from the same data directory on the
+    same address is simply reported; a different address, or a port that another process holds, raises `InfraError`
+    with the fix. `die_with_parent` (for test sessions) asks
     Linux to SIGTERM the broker if the starting process dies without stopping it (needs util-linux `setpriv`).
     """
     data_dir = (data_dir or settings.kafka_data_dir).resolve()
     current = status(data_dir, probe=False)
     if current.running:
-        if current.port != port:
+        if (current.host, current.port) != (host, port):
             raise InfraError(
-                f"A Kafka broker is already running from '{data_dir}' on port {current.port} (pid {current.pid}); "
-                f"run `abflow kafka down` before starting it on port {port}."
+                f"A Kafka broker is already running from '{data_dir}' on port {current.port} (pid {current.pid}, "
+                f"{current.bootstrap_servers}); run `abflow kafka down` before starting it on {_address(host, port)}."
             )
         logger.info("broker already running pid=%s port=%s", current.pid, port)
-        wait_ready(current.pid, data_dir, port, timeout_s)
+        wait_ready(current.pid, data_dir, port, timeout_s, host=host)
         return status(data_dir)
     _clear_state(data_dir)
-    _ensure_port_free(port)
+    _ensure_port_free(host, port)
 
     if not jars.jars_installed(settings):
         jars.install_jars(settings)
@@ -132,7 +183,7 @@ def start(
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "logs").mkdir(exist_ok=True)
     properties = data_dir / "server.properties"
-    properties.write_text(_server_properties(data_dir, port, free_port()), encoding="utf-8")
+    properties.write_text(_server_properties(data_dir, host, port, free_port()), encoding="utf-8")
     jvm = [java, *_JVM_OPTS, f"-Dlog4j2.configurationFile={_LOG4J_CONFIG}", f"-Dkafka.logs.dir={data_dir / 'logs'}"]
 
     if not (data_dir / "data" / "meta.properties").is_file():
@@ -150,14 +201,14 @@ def start(
             cwd=data_dir,
             start_new_session=True,  # survives the CLI that started it; Ctrl-C in a test run does not kill it mid-write
         )
-    _write_state(data_dir, process.pid, port)
-    logger.info("broker starting pid=%s port=%s data_dir=%s", process.pid, port, data_dir)
+    _write_state(data_dir, process.pid, host, port)
+    logger.info("broker starting pid=%s host=%s port=%s data_dir=%s", process.pid, host, port, data_dir)
     try:
-        wait_ready(process.pid, data_dir, port, timeout_s)
+        wait_ready(process.pid, data_dir, port, timeout_s, host=host)
     except InfraError:
         stop(data_dir, timeout_s=10.0)
         raise
-    return BrokerStatus(data_dir=data_dir, running=True, pid=process.pid, port=port, ready=True)
+    return BrokerStatus(data_dir=data_dir, running=True, pid=process.pid, port=port, ready=True, host=host)
 
 
 def stop(data_dir: Path, *, timeout_s: float = 60.0) -> bool:
@@ -168,10 +219,10 @@ def stop(data_dir: Path, *, timeout_s: float = 60.0) -> bool:
     """
     data_dir = data_dir.resolve()
     state = _read_state(data_dir)
-    if state is None or not _is_our_broker(state["pid"], data_dir):
+    if state is None or not _is_our_broker(state.pid, data_dir):
         _clear_state(data_dir)
         return False
-    pid = int(state["pid"])
+    pid = state.pid
     logger.info("stopping broker pid=%s data_dir=%s", pid, data_dir)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
@@ -196,10 +247,12 @@ def metadata_answered(kafka: KafkaSettings, *, timeout_s: float = 5.0) -> bool:
     timeout_ms = int(timeout_s * 1000)
     try:
         admin = KafkaAdminClient(
-            **kafka.client_config(),
-            request_timeout_ms=timeout_ms,
-            bootstrap_timeout_ms=timeout_ms,
-            client_id="abflow-readiness",
+            **{
+                **kafka.client_config(),
+                "request_timeout_ms": timeout_ms,
+                "bootstrap_timeout_ms": timeout_ms,
+                "client_id": "abflow-readiness",
+            }
         )
     except KafkaConfigurationError:
         raise  # a programming error, not "not ready yet"
@@ -214,31 +267,31 @@ def metadata_answered(kafka: KafkaSettings, *, timeout_s: float = 5.0) -> bool:
         admin.close()
 
 
-def wait_ready(pid: int | None, data_dir: Path, port: int, timeout_s: float) -> None:
+def wait_ready(pid: int | None, data_dir: Path, port: int, timeout_s: float, *, host: str = DEFAULT_HOST) -> None:
     """Block until the broker on `port` answers a metadata request; fail fast with its log tail if the JVM dies."""
-    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}")
+    kafka = KafkaSettings(bootstrap_servers=_address(host, port))
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if pid is not None and not pid_alive(pid):
             raise InfraError(f"The Kafka broker exited during startup. Last lines: {_log_tail(data_dir)}")
-        if _port_open(port) and metadata_answered(kafka, timeout_s=3.0):
+        if port_open(host, port) and metadata_answered(kafka, timeout_s=3.0):
             logger.info("broker ready port=%s", port)
             return
         time.sleep(0.3)
     raise InfraError(
-        f"The Kafka broker on 127.0.0.1:{port} did not answer a metadata request within {timeout_s:.0f}s. "
+        f"The Kafka broker on {_address(host, port)} did not answer a metadata request within {timeout_s:.0f}s. "
         f"Last lines: {_log_tail(data_dir)}"
     )
 
 
-def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
+def _server_properties(data_dir: Path, host: str, port: int, controller_port: int) -> str:
     """Combined broker+controller settings tuned for one node: replication 1, no rebalance delay, long transactions."""
     values = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "listeners": f"PLAINTEXT://{_address(host, port)},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{_address(host, port)}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
@@ -286,24 +339,29 @@ def _java() -> str:
     return java
 
 
-def _ensure_port_free(port: int) -> None:
+def _ensure_port_free(host: str, port: int) -> None:
     # The JVM binds its listeners with SO_REUSEADDR, so connections of a just-stopped broker lingering in TIME_WAIT
     # do not block a restart; the check must use the same option or it would refuse a port Kafka can take.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError as exc:
             raise InfraError(
-                f"Port {port} on 127.0.0.1 is already in use by another process; "
-                f"stop it or choose another port with --port."
+                f"Port {port} on {host} is already in use by another process; "
+                f"stop it, or choose another port (ABFLOW_KAFKA_BOOTSTRAP, or --port)."
             ) from exc
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+def port_open(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections on `host:port` (a quick check before a Kafka client's long wait)."""
+    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
         sock.settimeout(1.0)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        return sock.connect_ex((host, port)) == 0
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def _command_line(pid: int) -> str:
@@ -322,18 +380,25 @@ def _is_our_broker(pid: int, data_dir: Path) -> bool:
     return "kafka.Kafka" in command and str(data_dir / "server.properties") in command
 
 
-def _read_state(data_dir: Path) -> dict[str, int] | None:
+class _State(NamedTuple):
+    pid: int
+    host: str
+    port: int
+
+
+def _read_state(data_dir: Path) -> _State | None:
     path = data_dir / "broker.json"
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
-        return {"pid": int(state["pid"]), "port": int(state["port"])}
-    except (OSError, ValueError, KeyError, TypeError):
+        # Brokers started before the host was recorded listen on 127.0.0.1.
+        return _State(int(state["pid"]), str(state.get("host", DEFAULT_HOST)), int(state["port"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
-def _write_state(data_dir: Path, pid: int, port: int) -> None:
+def _write_state(data_dir: Path, pid: int, host: str, port: int) -> None:
     (data_dir / "broker.pid").write_text(f"{pid}\n", encoding="utf-8")
-    (data_dir / "broker.json").write_text(json.dumps({"pid": pid, "port": port}), encoding="utf-8")
+    (data_dir / "broker.json").write_text(json.dumps({"pid": pid, "host": host, "port": port}), encoding="utf-8")
 
 
 def _clear_state(data_dir: Path) -> None:

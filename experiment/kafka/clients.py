@@ -3,6 +3,9 @@
 Why factories: every client must carry the same bootstrap servers and SASL/SSL settings, and consumers of the Flink
 job's outputs must read with `isolation_level='read_committed'` (the job writes them in transactions; uncommitted or
 aborted records must never be counted). Clients are created here, in functions, never at import.
+
+Each client waits at most `KafkaSettings.connect_timeout_s` for a first answer; an unreachable cluster then becomes one
+`InfraError` (one line from the CLI) instead of kafka-python's 30 s of retries.
 """
 
 from __future__ import annotations
@@ -15,7 +18,19 @@ from experiment.errors import InfraError
 if TYPE_CHECKING:
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
-__all__ = ["make_admin", "make_consumer", "make_producer"]
+__all__ = ["make_admin", "make_consumer", "make_producer", "unreachable"]
+
+
+def unreachable(kafka: KafkaSettings, client: str, exc: BaseException) -> InfraError:
+    """The one-line error for a client that could not connect: what to try when nothing answered in time."""
+    from kafka.errors import KafkaTimeoutError
+
+    if isinstance(exc, KafkaTimeoutError):  # what kafka-python raises when no bootstrap server answered in time
+        return InfraError(
+            f"No Kafka broker answered {client} at {kafka.bootstrap_servers} within {kafka.connect_timeout_s:g} s: "
+            "is it running, and do the security settings match? `abflow kafka status` checks the address."
+        )
+    return InfraError(f"Cannot connect {client} to Kafka at {kafka.bootstrap_servers}: {exc!r}")
 
 
 def make_producer(kafka: KafkaSettings, **overrides: Any) -> KafkaProducer:
@@ -34,7 +49,7 @@ def make_producer(kafka: KafkaSettings, **overrides: Any) -> KafkaProducer:
     try:
         return KafkaProducer(**config)
     except (KafkaError, OSError) as exc:
-        raise InfraError(f"Cannot connect a producer to Kafka at {kafka.bootstrap_servers}: {exc!r}") from exc
+        raise unreachable(kafka, "a producer", exc) from exc
 
 
 def make_consumer(
@@ -64,7 +79,7 @@ def make_consumer(
     try:
         return KafkaConsumer(*topics, **config)
     except (KafkaError, OSError) as exc:
-        raise InfraError(f"Cannot connect a consumer to Kafka at {kafka.bootstrap_servers}: {exc!r}") from exc
+        raise unreachable(kafka, "a consumer", exc) from exc
 
 
 def make_admin(kafka: KafkaSettings, **overrides: Any) -> KafkaAdminClient:
@@ -75,4 +90,4 @@ def make_admin(kafka: KafkaSettings, **overrides: Any) -> KafkaAdminClient:
     try:
         return KafkaAdminClient(**{**kafka.client_config(), "client_id": "abflow-admin", **overrides})
     except (KafkaError, OSError) as exc:
-        raise InfraError(f"Cannot connect an admin client to Kafka at {kafka.bootstrap_servers}: {exc!r}") from exc
+        raise unreachable(kafka, "an admin client", exc) from exc

@@ -13,6 +13,8 @@ settings that change behaviour (compaction of `experiments`, long retention of `
 | dead-letter         | 1          | forever (-1)         | bad records are kept whole until someone looks at them   |
 | experiments         | 1          | compacted            | latest definition per experiment id; one partition keeps |
 |                     |            |                      | every id's versions in order                             |
+| experiment-health   | 1          | compacted            | the job's latest word on each experiment's model (usable |
+|                     |            |                      | or not, and why); read by the collector into the store   |
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ __all__ = [
     "CATALOGUE",
     "DEAD_LETTER",
     "EXPERIMENTS",
+    "EXPERIMENT_HEALTH",
     "OUTCOMES",
     "SESSIONS",
     "TopicSpec",
@@ -44,6 +47,7 @@ ASSIGNMENTS = "assignments"
 ATTRIBUTED_OUTCOMES = "attributed-outcomes"
 DEAD_LETTER = "dead-letter"
 EXPERIMENTS = "experiments"
+EXPERIMENT_HEALTH = "experiment-health"
 
 _DAY_MS = 24 * 3600 * 1000
 
@@ -75,6 +79,13 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         },
         "experiment definitions, latest version per id (key = experiment id)",
     ),
+    TopicSpec(
+        EXPERIMENT_HEALTH,
+        1,
+        # Compacted, not expiring: a model that has been unusable for months must still show as unusable.
+        {"cleanup.policy": "compact", "segment.ms": str(3600 * 1000), "min.cleanable.dirty.ratio": "0.1"},
+        "the job's model health per experiment: model_unusable (with the reason) or model_ready (key = experiment id)",
+    ),
 )
 
 
@@ -90,13 +101,11 @@ def ensure_topics(
     `replication_factor=-1` asks for the broker's default (1 on the local broker, the cluster's policy elsewhere).
     Existing topics are left untouched, so running this twice, or concurrently, is harmless.
     """
-    from kafka import KafkaAdminClient
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-    try:
-        admin = KafkaAdminClient(**kafka.client_config(), client_id="abflow-topics")
-    except (KafkaError, OSError) as exc:
-        raise InfraError(f"Cannot reach Kafka at {kafka.bootstrap_servers} to create topics: {exc}") from exc
+    from experiment.kafka.clients import make_admin
+
+    admin = make_admin(kafka, client_id="abflow-topics")
     try:
         deadline = time.monotonic() + timeout_s
         while True:

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from experiment.definition import control_of
 from experiment.stats.bayes import BayesResult, compare_bayes
 from experiment.stats.corrections import adjust_p_values
 from experiment.stats.cuped import CupedResult, compare_cuped
@@ -80,10 +81,11 @@ METHOD_NOTES = {
 
 @dataclass(frozen=True)
 class AnalysisConfig:
-    """What the analysis needs from an experiment definition (control first in `variants`)."""
+    """What the analysis needs from an experiment definition; `control` names the control arm (never its position)."""
 
     experiment_id: str
     variants: tuple[tuple[str, float], ...]
+    control: str
     primary_metric: str = "conversion"
     secondary_metrics: tuple[str, ...] = ()
     guardrail_metrics: tuple[str, ...] = ()
@@ -96,6 +98,12 @@ class AnalysisConfig:
     def __post_init__(self) -> None:
         if len(self.variants) < 2:
             raise ValueError(f"experiment '{self.experiment_id}' needs a control and at least one treatment")
+        names = [name for name, _ in self.variants]
+        if self.control not in names:
+            raise ValueError(
+                f"experiment '{self.experiment_id}': control must name one of the variants ({', '.join(names)}); "
+                f"got {self.control!r}"
+            )
         for metric in self.metrics:
             if metric not in METRICS:
                 raise ValueError(
@@ -105,14 +113,9 @@ class AnalysisConfig:
             raise ValueError(f"alpha must lie in (0, 1), got {self.alpha}")
 
     @property
-    def control(self) -> str:
-        """The control variant's name (declared first)."""
-        return self.variants[0][0]
-
-    @property
     def treatments(self) -> tuple[str, ...]:
-        """The treatment arms' names."""
-        return tuple(name for name, _ in self.variants[1:])
+        """The treatment arms' names: every variant but the named control, in declared order."""
+        return tuple(name for name, _ in self.variants if name != self.control)
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -129,6 +132,7 @@ class AnalysisConfig:
         return cls(
             experiment_id=str(defn["id"]),
             variants=tuple((str(v["name"]), float(v["weight"])) for v in defn["variants"]),
+            control=control_of(defn),
             primary_metric=str(defn.get("primary_metric") or "conversion"),
             secondary_metrics=tuple(defn.get("secondary_metrics") or ()),
             guardrail_metrics=tuple(defn.get("guardrail_metrics") or ()),

@@ -53,13 +53,16 @@ def publish(kafka: KafkaSettings, defn: ExperimentDefinition) -> None:
     producer.close()
 
 
-def produce(kafka: KafkaSettings, topic: str, messages: Sequence[tuple[bytes | None, bytes]]) -> None:
-    """Send (key, value) messages in order to a logical topic."""
+def produce(
+    kafka: KafkaSettings, topic: str, messages: Sequence[tuple[bytes | None, bytes | None]]
+) -> list[tuple[int, int]]:
+    """Send (key, value) messages in order to a logical topic; return each one's (partition, offset)."""
     producer = make_producer(kafka, linger_ms=20)
-    for key, value in messages:
-        producer.send(kafka.topic(topic), key=key, value=value)
+    futures = [producer.send(kafka.topic(topic), key=key, value=value) for key, value in messages]
     producer.flush()
+    positions = [(meta.partition, meta.offset) for meta in (future.get(timeout=60) for future in futures)]
     producer.close()
+    return positions
 
 
 def session_raw(event_id: str, customer_id: str, ts: int, features: dict[str, float]) -> tuple[bytes, bytes]:

@@ -184,3 +184,28 @@ def test_cli_collect_reports_counts(abflow_settings, tmp_path, monkeypatch) -> N
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout.strip().splitlines()[-1])
     assert (data["assignments"], data["outcomes"], data["dead_letters"], data["caught_up"]) == (30, 10, 2, True)
+
+
+def test_experiment_health_is_collected_and_a_replay_keeps_the_newest_word(abflow_settings, tmp_path) -> None:
+    kafka = abflow_settings.kafka
+    _produce(kafka, customers=range(0, 10), versions=(1,))
+    producer = make_producer(kafka, transactional_id=f"{kafka.topic_prefix}tx-health", enable_idempotence=True)
+    producer.init_transactions()
+    producer.begin_transaction()
+    for ts, status, reason in ((T0 + 1, "model_unusable", "PMML m.pmml has sha256 1"), (T0, "model_ready", None)):
+        record = events.experiment_health_record(
+            experiment_id=EXP, experiment_version=1, model_version="0" * 64, status=status, reason=reason, ts=ts
+        )  # the second one is older: it must not replace the first
+        producer.send(kafka.topic("experiment-health"), key=EXP.encode(), value=events.to_json(record).encode())
+    producer.commit_transaction()
+    producer.close()
+    store_path = tmp_path / "results.duckdb"
+
+    stats = collect(abflow_settings, str(store_path))
+    assert stats.health == 2
+    replay = collect(abflow_settings, str(store_path), from_beginning=True)
+    assert replay.health == 2
+    with ResultsStore(store_path, read_only=True) as store:
+        unusable = store.unusable_model(EXP, "0" * 64)
+        assert unusable is not None and unusable.reason == "PMML m.pmml has sha256 1" and unusable.ts == T0 + 1
+        assert len(store.model_health(EXP)) == 1

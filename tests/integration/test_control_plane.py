@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -16,31 +15,9 @@ from experiment.definition import ExperimentDefinition, ModelRef
 from experiment.errors import ExperimentError
 from experiment.kafka import topics
 from experiment.kafka.clients import make_consumer, make_producer
-from tests.helpers.tiny_pmml import tiny_pmml
+from tests.helpers.model_dir import write_model_dir
 
 pytestmark = pytest.mark.kafka
-
-
-def write_model_dir(directory: Path, *, parity_passed: bool = True) -> str:
-    """A model directory as training writes it: a real PMML and its card (model.json). Returns the sha256."""
-    directory.mkdir(parents=True)
-    pmml = directory / "xgboost_model.pmml"
-    pmml.write_text(tiny_pmml(), encoding="utf-8")
-    sha = hashlib.sha256(pmml.read_bytes()).hexdigest()
-    card = {
-        "model_version": sha,
-        "pmml_file": pmml.name,
-        "features": ["a", "b"],
-        "threshold": 0.4,
-        "best_params": {"max_depth": 2},
-        "cv": {"best_score": 0.8},
-        "metrics": {},
-        "data": {"fingerprint": "f" * 64},
-        "parity": {"max_abs_diff": 1e-7 if parity_passed else 0.2, "flips": 0 if parity_passed else 12, "n": 4000,
-                   "passed": parity_passed, "tolerance": 1e-6, "threshold": 0.4},
-    }  # fmt: skip
-    (directory / "model.json").write_text(json.dumps(card), encoding="utf-8")
-    return sha
 
 
 def definition(experiment_id: str, now_ms: int = 1_700_000_000_000) -> ExperimentDefinition:
@@ -250,3 +227,54 @@ def test_cli_launch_refuses_failed_parity_and_tampered_pmml(kafka_topics: KafkaS
     assert code == 0
     listed = [line.split()[:4] for line in out.strip().splitlines()]
     assert listed == [["p", "version", "1", "draft"], ["h", "version", "1", "draft"]]  # nothing was launched
+
+
+def test_cli_stop_archives_a_draft_and_list_hides_it(kafka_topics: KafkaSettings, tmp_path: Path) -> None:
+    write_model_dir(tmp_path / "model")
+    assert cli(kafka_topics, *create_args("kept", tmp_path / "model"))[0] == 0
+    assert cli(kafka_topics, *create_args("gone", tmp_path / "model"))[0] == 0
+
+    code, out = cli(kafka_topics, "stop", "gone")
+    assert code == 0, out
+    assert out.startswith("archived gone version 2 archived (traffic 1;"), out
+    assert control_plane.get(kafka_topics, "gone").status == "archived"
+
+    code, out = cli(kafka_topics, "list")
+    assert code == 0 and [line.split()[0] for line in out.strip().splitlines()] == ["kept"]
+    code, out = cli(kafka_topics, "list", "--json")
+    assert code == 0 and [d["id"] for d in json.loads(out)] == ["kept"]
+    code, out = cli(kafka_topics, "list", "--all")
+    assert code == 0
+    assert [line.split()[:4] for line in out.strip().splitlines()] == [
+        ["kept", "version", "1", "draft"],
+        ["gone", "version", "2", "archived"],
+    ]
+
+    code, out = cli(kafka_topics, "launch", "gone")
+    assert (code, out.strip()) == (
+        2, "error: Experiment 'gone': cannot launch: it is archived, and launch is only allowed from draft."
+    )  # fmt: skip
+    code, out = cli(kafka_topics, "set-traffic", "gone", "0.5")
+    assert (code, out.strip()) == (
+        2, "error: Experiment 'gone': it is archived; an archived experiment cannot be changed."
+    )  # fmt: skip
+    code, out = cli(kafka_topics, *create_args("gone", tmp_path / "model"))
+    assert code == 2 and "already exists (version 2, archived)" in out  # an archived id stays taken
+
+
+def test_cli_named_control(kafka_topics: KafkaSettings, tmp_path: Path) -> None:
+    write_model_dir(tmp_path / "model")
+    code, out = cli(kafka_topics, *create_args("named", tmp_path / "model", "--variants", "baseline:0.5,new:0.5",
+                                               "--control", "baseline"))  # fmt: skip
+    assert code == 0, out
+    assert "(traffic 1; baseline 0.5 (control), new 0.5;" in out
+    shown = json.loads(cli(kafka_topics, "show", "named")[1])
+    assert shown["control"] == "baseline"
+    swapped = create_args("swapped", tmp_path / "model", "--variants", "treatment:0.5,control:0.5")
+    code, out = cli(kafka_topics, *swapped)
+    assert (code, out.strip()) == (
+        2,
+        "error: Experiment 'swapped': the control must be the first declared variant. "
+        "Got control='control' with variants treatment, control.",
+    )
+    assert "swapped" not in cli(kafka_topics, "list", "--all")[1]  # nothing was published

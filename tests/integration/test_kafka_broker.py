@@ -123,19 +123,22 @@ def test_port_in_use_gives_one_clear_error(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_cli_up_twice_status_down(tmp_path: Path, kafka_broker: KafkaSettings) -> None:
-    """A second broker, driven only through the CLI (the session broker must be untouched by `down`)."""
-    runner = CliRunner()
-    data_dir = tmp_path / "kafka"
+    """A second broker, driven only through the CLI (the session broker must be untouched by `down`).
+
+    Its port comes from ABFLOW_KAFKA_BOOTSTRAP, like every other command's address.
+    """
     port = broker.free_port()
+    runner = CliRunner(env={"ABFLOW_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}"})
+    data_dir = tmp_path / "kafka"
     args = ["--data-dir", str(data_dir)]
     try:
-        first = runner.invoke(app, ["kafka", "up", "--port", str(port), *args, "--topic-prefix", "cli."])
+        first = runner.invoke(app, ["kafka", "up", *args, "--topic-prefix", "cli."])
         assert first.exit_code == 0, first.output
         assert first.output.strip().splitlines()[-1] == f"127.0.0.1:{port}"
         assert "topics: created cli.sessions" in first.output
         pid = int((data_dir / "broker.pid").read_text())
 
-        second = runner.invoke(app, ["kafka", "up", "--port", str(port), *args, "--topic-prefix", "cli."])
+        second = runner.invoke(app, ["kafka", "up", *args, "--topic-prefix", "cli."])
         assert second.exit_code == 0, second.output
         assert f"ready pid={pid}" in second.output
         assert "topics: all present" in second.output
@@ -147,6 +150,12 @@ def test_cli_up_twice_status_down(tmp_path: Path, kafka_broker: KafkaSettings) -
         other_port = runner.invoke(app, ["kafka", "up", "--port", str(broker.free_port()), *args])
         assert other_port.exit_code == 2
         assert f"already running from '{data_dir.resolve()}' on port {port}" in other_port.output
+
+        elsewhere = runner.invoke(app, ["kafka", "status", *args], env={"ABFLOW_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
+        assert elsewhere.exit_code == 1
+        assert f"the local broker listens on 127.0.0.1:{port}, but abflow is configured for 127.0.0.1:1" in (
+            elsewhere.stderr
+        )
     finally:
         down = runner.invoke(app, ["kafka", "down", *args])
     assert down.exit_code == 0

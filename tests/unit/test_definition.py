@@ -61,7 +61,7 @@ def test_json_round_trip_is_sorted_compact_and_exact() -> None:
     data = json.loads(text)
     assert list(data) == sorted(data)
     assert set(data) == {
-        "id", "name", "hypothesis", "owner", "category", "model", "threshold", "salt", "traffic", "variants",
+        "id", "name", "hypothesis", "owner", "category", "model", "threshold", "salt", "traffic", "variants", "control",
         "primary_metric", "secondary_metrics", "guardrail_metrics", "attribution_window_s", "planned_sample_size",
         "mde", "status", "version", "created_ts", "updated_ts",
     }  # fmt: skip
@@ -156,8 +156,8 @@ def test_weights_within_tolerance_are_accepted() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("status", "archived", "Experiment 'cat61-v1': status must be one of draft, running, paused, stopped. "
-                               "Got 'archived'."),
+        ("status", "deleted", "Experiment 'cat61-v1': status must be one of draft, running, paused, stopped, "
+                              "archived. Got 'deleted'."),
         ("version", 0, "Experiment 'cat61-v1': version must be an integer >= 1. Got 0."),
         ("updated_ts", 5, "Experiment 'cat61-v1': updated_ts (5) is before created_ts (1700000000000)."),
     ],
@@ -202,14 +202,15 @@ LEGAL = [
     ("paused", "resume", "running"),
     ("running", "stop", "stopped"),
     ("paused", "stop", "stopped"),
+    ("draft", "stop", "archived"),
 ]
-ALL_PAIRS = [(s, a) for s in ("draft", "running", "paused", "stopped") for a in ACTIONS]
+ALL_PAIRS = [(s, a) for s in ("draft", "running", "paused", "stopped", "archived") for a in ACTIONS]
 ILLEGAL = [(s, a) for s, a in ALL_PAIRS if (s, a) not in {(x, y) for x, y, _ in LEGAL}]
 
 
 def test_transition_table_matches_the_lifecycle() -> None:
-    assert {(s, a, TRANSITIONS[a][1]) for a in TRANSITIONS for s in TRANSITIONS[a][0]} == set(LEGAL)
-    assert len(ILLEGAL) == 11
+    assert {(s, a, t) for a in TRANSITIONS for s, t in TRANSITIONS[a].items()} == set(LEGAL)
+    assert len(ILLEGAL) == 14
 
 
 @pytest.mark.parametrize(("source", "action", "target"), LEGAL)
@@ -225,7 +226,7 @@ def test_legal_transition_bumps_version_and_timestamp(source: str, action: str, 
 
 @pytest.mark.parametrize(("source", "action"), ILLEGAL)
 def test_illegal_transition_is_refused(source: str, action: str) -> None:
-    allowed = " or ".join(TRANSITIONS[action][0])
+    allowed = " or ".join(TRANSITIONS[action])
     with pytest.raises(ExperimentError) as info:
         at(source).transition(action, now_ms=1_800_000_000_000)  # type: ignore[arg-type]
     assert str(info.value) == (
@@ -280,6 +281,8 @@ def test_draft_may_change_anything_editable() -> None:
 def test_changes_that_are_never_allowed() -> None:
     with pytest.raises(ExperimentError, match="it is stopped; a stopped experiment cannot be changed"):
         at("stopped").updated(1, traffic=0.5)
+    with pytest.raises(ExperimentError, match="it is archived; an archived experiment cannot be changed"):
+        at("archived").updated(1, traffic=0.5)
     with pytest.raises(ExperimentError, match="status, version cannot be changed directly"):
         make().updated(1, status="running", version=9)
     with pytest.raises(ExperimentError, match="unknown field"):

@@ -136,3 +136,24 @@ def test_report_with_no_data_yet(tmp_path) -> None:
     assert model["verdict"]["decision"] == "keep_running"
     assert model["sample_size"]["total"] == 0
     render_json(model)  # no NaN anywhere
+
+
+def test_report_writes_under_reports_and_prints_the_summary(filled, tmp_path, monkeypatch) -> None:
+    path, exp = filled
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["report", "cat61-v1", "--store", str(path)])
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in tmp_path.iterdir()] == ["reports"]  # nothing written into the current directory
+    assert "Verdict: SHIP" in (tmp_path / "reports" / "cat61-v1.md").read_text()
+    out = result.output
+    summary = (
+        "variant",
+        "revenue / user",
+        "treatment vs control, conversion (primary): abs diff",
+        "sample ratio mismatch: p = ",
+        "verdict: SHIP Ship 'treatment'",
+    )
+    for expected in summary:
+        assert expected in out, expected
+    assert f"{exp.expected_stats['control'].users:,}" in out
+    assert out.strip().splitlines()[-1] == "reports/cat61-v1.md: ship treatment"

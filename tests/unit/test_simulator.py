@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -26,6 +25,7 @@ from experiment.simulator import (
     send_plan,
     true_lift,
 )
+from flink_pipeline.experiments import ExperimentView
 
 FEATURES = events.default_feature_names(60)
 WINDOW_MS = 7 * 86_400_000
@@ -57,13 +57,17 @@ class TruthScorer:
 
 
 def _view(traffic: float = 1.0, threshold: float = 0.4, weights=(("control", 0.5), ("treatment", 0.5))):
-    return SimpleNamespace(
+    return ExperimentView(
         id="exp-1",
+        version=1,
+        status="running",
         salt="exp-1",
         traffic=traffic,
         weights=tuple(weights),
         control="control",
         threshold=threshold,
+        pmml_path="model.pmml",
+        model_version="0" * 64,
         features=FEATURES,
         attribution_window_ms=WINDOW_MS,
     )
