@@ -21,7 +21,7 @@ jars: $(STAMP)
 	$(BIN)/abflow kafka install
 
 demo: install
-	$(BIN)/python -m experiment.demo
+	$(BIN)/python -m experiment.cli.demo
 
 test: install
 	$(BIN)/python -m pytest

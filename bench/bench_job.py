@@ -92,7 +92,7 @@ def _customer_ids(workload: str, n: int, seed: int) -> list[str]:
         return [f"c{i}" for i in range(n)]
     from dataclasses import fields
 
-    from experiment.simulator import SimulationConfig
+    from experiment.simulation.simulator import SimulationConfig
 
     sessions_mean = next(f.default for f in fields(SimulationConfig) if f.name == "sessions_mean")
     customers = max(1, round(n / float(sessions_mean)))
@@ -123,8 +123,8 @@ def _one_run(kafka: Any, pmml: Path, data: Path, mode: str, workload: str, paral
     import orjson
     import pandas as pd
 
-    from experiment.definition import ExperimentDefinition, ModelRef
-    from experiment.events import session_json
+    from experiment.core.definition import ExperimentDefinition, ModelRef
+    from experiment.core.events import session_json
     from experiment.kafka.clients import make_consumer, make_producer
     from experiment.kafka.topics import ensure_topics
     from flink_pipeline.job import JobConfig, job_topics, submit
@@ -157,7 +157,7 @@ def _one_run(kafka: Any, pmml: Path, data: Path, mode: str, workload: str, paral
     producer.flush()
     producer.close()
 
-    from experiment.config import load_settings
+    from experiment.runtime.config import load_settings
 
     settings = replace(load_settings(), kafka=kafka)
     config = JobConfig(
@@ -215,7 +215,7 @@ def _one_run(kafka: Any, pmml: Path, data: Path, mode: str, workload: str, paral
 
 def run(args: argparse.Namespace) -> tuple[list[JobRun], dict[str, Any]]:
     """Measure every requested execution mode and workload against one broker."""
-    from experiment.config import KafkaSettings, load_settings
+    from experiment.runtime.config import KafkaSettings, load_settings
 
     workdir = Path(tempfile.mkdtemp(prefix="abflow-bench-job-"))
     try:

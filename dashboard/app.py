@@ -25,7 +25,7 @@ import streamlit as st  # noqa: E402
 
 from dashboard import charts, loader  # noqa: E402
 from dashboard.formatting import NA, badge_markdown, ci, count, decision_badge, num, pct, pval  # noqa: E402
-from experiment.errors import AbflowError  # noqa: E402
+from experiment.core.errors import AbflowError  # noqa: E402
 
 ALL = "All experiments"
 _STATUS_ICONS = {"running": "▶️", "paused": "⏸️", "stopped": "⏹️", "draft": "📝", "archived": "🗄️"}

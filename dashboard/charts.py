@@ -12,7 +12,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from experiment.lift_chart import lift_over_time_figure as report_lift_figure
+from experiment.results.lift_chart import lift_over_time_figure as report_lift_figure
 
 __all__ = [
     "METHOD_LABELS",

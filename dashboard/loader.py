@@ -6,7 +6,7 @@ Why it looks like this:
   `st.cache_data`. The version is part of the cache key, so an auto-refresh that finds the same
   `ResultsStore.version()` recomputes nothing, and any new record (the version only grows) recomputes
   everything once.
-- **One source of numbers.** The experiment page is built from `experiment.report.build_report`, the model
+- **One source of numbers.** The experiment page is built from `experiment.results.report.build_report`, the model
   `abflow report` renders, so the dashboard and the exported files can never disagree.
 - **Short-lived read-only connections.** DuckDB lets one process at a time hold a file that a writer has
   open. The collector opens the store per batch and retries while a reader holds it; the dashboard does the
@@ -28,10 +28,10 @@ from typing import Any
 
 import streamlit as st
 
-from experiment.errors import ConfigError, InfraError
-from experiment.report import FORMATS, build_report, write_report
+from experiment.core.errors import ConfigError, InfraError
+from experiment.results.report import FORMATS, build_report, write_report
+from experiment.results.store import ResultsStore
 from experiment.stats.analysis import AnalysisConfig, analyse
-from experiment.store import ResultsStore
 
 __all__ = [
     "LOAD_COUNTS",
@@ -75,7 +75,7 @@ def settings_from_env(env: dict[str, str] | None = None) -> DashboardSettings:
     `ABFLOW_STORE` (via `load_settings`), `ABFLOW_DASHBOARD_REFRESH` (seconds, 0 = off),
     `ABFLOW_DASHBOARD_EXPORT_DIR` and `ABFLOW_DASHBOARD_ALPHA`.
     """
-    from experiment.config import load_settings
+    from experiment.runtime.config import load_settings
 
     env = dict(os.environ) if env is None else env
     store_path = load_settings(env=env).store_path

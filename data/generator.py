@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from data import ground_truth
-from experiment.errors import ConfigError
+from experiment.core.errors import ConfigError
 
 __all__ = [
     "DEFAULT_CATEGORIES",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from experiment.errors import ConfigError
+from experiment.core.errors import ConfigError
 
 __all__ = [
     "Snapshot",

@@ -2,15 +2,15 @@
 
 Why a separate, frozen view: the job reads each definition once (when it arrives on the broadcast stream) and then
 consults it for every session, so the view holds exactly the fields the hot path uses, already in the shape
-`experiment.assignment.assign` wants. Definitions are validated by `experiment.definition` (the control plane's one
-schema); a value that fails there is skipped and counted, never fatal (CONTRACTS.md §1).
+`experiment.core.assignment.assign` wants. Definitions are validated by `experiment.core.definition` (the control
+plane's one schema); a value that fails there is skipped and counted, never fatal.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from experiment.definition import ExperimentDefinition
+from experiment.core.definition import ExperimentDefinition
 
 __all__ = ["ExperimentView", "parse_definition"]
 

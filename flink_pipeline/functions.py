@@ -5,10 +5,10 @@
 the experiment definitions. All Python work happens in this one operator, so a record crosses the Java/Python
 boundary once in and once out (the speed floor depends on it). Per record it
 
-- validates with `experiment.events`; a bad record (any reason, including an unexpected exception) becomes a
+- validates with `experiment.core.events`; a bad record (any reason, including an unexpected exception) becomes a
   `dead-letter` record with its source topic/partition/offset, the whole raw value and the exact reason; the job
   never fails on a record;
-- for a session and each *running* experiment: assigns with the pure `experiment.assignment.assign`; the control
+- for a session and each *running* experiment: assigns with the pure `experiment.core.assignment.assign`; the control
   gets "hide" and is never scored; treatment arms are scored with the experiment's verified PMML scorer and shown
   when score >= threshold. One `assignments` record per (session, running experiment). Keyed state remembers the
   customer's first exposure per experiment (variant, event time, pre-period purchases);
@@ -45,9 +45,9 @@ from pyflink.common import Row, Time, Types
 from pyflink.datastream.functions import KeyedBroadcastProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
 
-from experiment import events
-from experiment.assignment import assign
-from experiment.config import KafkaSettings
+from experiment.core import events
+from experiment.core.assignment import assign
+from experiment.runtime.config import KafkaSettings
 from flink_pipeline.experiments import ExperimentView, parse_definition
 
 __all__ = [
@@ -324,7 +324,7 @@ class DecideFunction(KeyedBroadcastProcessFunction):
         """
         if self._kafka is None:
             return
-        from experiment.control_plane import read_snapshot
+        from experiment.kafka.control_plane import read_snapshot
 
         assert self._metrics is not None
         started = time.monotonic()

@@ -16,8 +16,8 @@ same `KafkaSource` underneath, converted to a DataStream with `to_data_stream`. 
 too, because it writes a per-record topic (writable `topic` metadata) and a key (`key.fields`) with the same
 `KafkaSink` in EXACTLY_ONCE mode; the DataStream `KafkaSink` of PyFlink can do neither with a plain string schema.
 
-Nothing here hard-codes a broker or a path: Kafka comes from `experiment.config.load_settings()` (or flags), and the
-connector jar from `experiment.kafka.jars.flink_connector_jar` (or `--connector-jar`).
+Nothing here hard-codes a broker or a path: Kafka comes from `experiment.runtime.config.load_settings()` (or
+flags), and the connector jar from `experiment.kafka.jars.flink_connector_jar` (or `--connector-jar`).
 
 Run it locally with `abflow pipeline run`; submit it unchanged to a cluster with
 `flink run --python flink_pipeline/job.py --pyFiles flink_pipeline,experiment --jarfile <connector jar>`.
@@ -35,10 +35,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from experiment import events
-from experiment.config import Settings, load_settings
-from experiment.errors import ConfigError, InfraError
+from experiment.core import events
+from experiment.core.errors import ConfigError, InfraError
 from experiment.kafka import topics as catalogue
+from experiment.runtime.config import Settings, load_settings
 
 __all__ = [
     "JobConfig",
@@ -497,7 +497,7 @@ def _root_cause(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of `flink run --python flink_pipeline/job.py [options]`; `--local` runs on a MiniCluster."""
-    from experiment.redaction import install_log_redaction
+    from experiment.runtime.redaction import install_log_redaction
 
     install_log_redaction()  # before the first log line: settings may carry a SASL password
     args = parse_args(sys.argv[1:] if argv is None else argv)

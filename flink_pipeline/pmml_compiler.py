@@ -31,7 +31,7 @@ import defusedxml.ElementTree as safe_et
 import numpy as np
 from defusedxml import DefusedXmlException
 
-from experiment.errors import ModelError
+from experiment.core.errors import ModelError
 
 __all__ = [
     "ApplyExpr",

@@ -14,7 +14,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from experiment.errors import InfraError
+from experiment.core.errors import InfraError
 
 __all__ = ["CheckpointInfo", "FlinkRest", "JobHealth"]
 

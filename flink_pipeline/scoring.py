@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from experiment.errors import ModelError
-from experiment.pmml_guard import check_pmml
+from experiment.core.errors import ModelError
+from experiment.model.pmml_guard import check_pmml
 from flink_pipeline.pmml_compiler import CompiledModel, ModelSpec, compile_pmml
 
 if TYPE_CHECKING:
@@ -274,7 +274,7 @@ def load_verified_scorer(
 ) -> Scorer:
     """Load the PMML once per process, prove the fast path equal to pypmml, and return the scorer.
 
-    - The file must first pass `experiment.pmml_guard.check_pmml` (no DOCTYPE, entities or external references),
+    - The file must first pass `experiment.model.pmml_guard.check_pmml` (no DOCTYPE, entities or external references),
       else `ModelError` whatever `fallback` says: pypmml's parser would fetch what a DTD names.
     - `model_version` must equal the file's sha256 (hex), else `ModelError`: a job never scores with a model the
       experiment did not name.

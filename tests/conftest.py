@@ -33,8 +33,8 @@ from pathlib import Path
 
 import pytest
 
-from experiment.config import KafkaSettings, Settings, load_settings
-from experiment.errors import InfraError
+from experiment.core.errors import InfraError
+from experiment.runtime.config import KafkaSettings, Settings, load_settings
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from experiment.errors import DataValidationError
+from experiment.core.errors import DataValidationError
 
 __all__ = [
     "AGE_RANGE",

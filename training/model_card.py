@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from experiment.errors import ModelError
-from experiment.pmml_guard import check_pmml
+from experiment.core.errors import ModelError
+from experiment.model.pmml_guard import check_pmml
 
 __all__ = [
     "MODEL_CARD_NAME",
@@ -95,7 +95,7 @@ class ModelCard:
         """Raise `ModelError` unless the PMML passes the XML gate and its sha256 equals ``model_version``.
 
         Why both, before anything reads the PMML: the hash proves these are the bytes training wrote, the gate
-        (`experiment.pmml_guard`) that no XML engine will be led to fetch or expand anything, even when someone
+        (`experiment.model.pmml_guard`) that no XML engine will be led to fetch or expand anything, even when someone
         re-hashed model.json to match a hostile file. The gate runs first, so an oversized file is never hashed.
         """
         if not self.pmml_path.is_file():

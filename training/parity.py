@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiment.errors import ModelError, ParityError
-from experiment.pmml_guard import check_pmml
+from experiment.core.errors import ModelError, ParityError
+from experiment.model.pmml_guard import check_pmml
 from training.model_card import ParityResult
 
 __all__ = [

@@ -37,7 +37,7 @@ import numpy as np
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring as _safe_fromstring
 
-from experiment.errors import ModelError
+from experiment.core.errors import ModelError
 
 __all__ = [
     "PMML_NAMESPACE",

@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiment.errors import AbflowError, ConfigError
-from experiment.pmml_guard import check_pmml
+from experiment.core.errors import AbflowError, ConfigError
+from experiment.model.pmml_guard import check_pmml
 from training import dataset as dataset_module
 from training import model_card, parity, pmml_fix
 

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from experiment.cli.common import erased_on_failure, fail
-from experiment.errors import AbflowError
+from experiment.core.errors import AbflowError
 
 __all__ = ["collect"]
 
@@ -32,9 +32,9 @@ def collect(
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
-    from experiment.collector import CollectStats
-    from experiment.collector import collect as run_collect
-    from experiment.config import load_settings
+    from experiment.results.collector import CollectStats
+    from experiment.results.collector import collect as run_collect
+    from experiment.runtime.config import load_settings
 
     stop = {"now": False}
 

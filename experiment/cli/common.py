@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from experiment.errors import AbflowError
-from experiment.redaction import install_log_redaction, redact
+from experiment.core.errors import AbflowError
+from experiment.runtime.redaction import install_log_redaction, redact
 
 if TYPE_CHECKING:
     from rich.progress import Progress

@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from experiment.cli.common import fail
-from experiment.errors import AbflowError, ConfigError
+from experiment.core.errors import AbflowError, ConfigError
 
 __all__ = ["build_command", "dashboard"]
 
@@ -87,7 +87,7 @@ def dashboard(
     alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.05,
 ) -> None:
     """Serve the live dashboard: experiment list, per-experiment results, SRM, funnel, scores, exports."""
-    from experiment.config import load_settings
+    from experiment.runtime.config import load_settings
 
     try:
         path = store or load_settings().store_path

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from experiment.cli.common import fail
-from experiment.errors import AbflowError
+from experiment.core.errors import AbflowError
 
 __all__ = ["app", "generate"]
 

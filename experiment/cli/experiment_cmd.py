@@ -17,15 +17,15 @@ import typer
 
 from experiment.cli.common import fail
 from experiment.cli.kafka_cmd import BootstrapServers, TopicPrefix, cli_settings
-from experiment.config import KafkaSettings
-from experiment.definition import (
+from experiment.core.definition import (
     DEFAULT_ATTRIBUTION_WINDOW_S,
     DEFAULT_CONTROL,
     Action,
     ExperimentDefinition,
     ModelRef,
 )
-from experiment.errors import AbflowError, ExperimentError, InfraError, ModelError
+from experiment.core.errors import AbflowError, ExperimentError, InfraError, ModelError
+from experiment.runtime.config import KafkaSettings
 
 __all__ = ["app", "parse_duration", "parse_variants"]
 
@@ -70,7 +70,7 @@ def _kafka(bootstrap_servers: str | None, topic_prefix: str | None) -> KafkaSett
 
 def _verify_model(definition: ExperimentDefinition) -> None:
     """Launch gate: the card next to the PMML must have passed parity and still describe the same PMML bytes."""
-    from experiment.pmml_guard import check_pmml
+    from experiment.model.pmml_guard import check_pmml
     from training.model_card import load_verified_model_card, sha256_file
 
     pmml = Path(definition.model.pmml_path)
@@ -146,7 +146,7 @@ def create(
     topic_prefix: TopicPrefix = None,
 ) -> None:
     """Create an experiment in draft (version 1) from a trained model; refuses an existing id."""
-    from experiment import control_plane
+    from experiment.kafka import control_plane
     from training.model_card import load_model_card
 
     try:
@@ -178,7 +178,7 @@ def create(
 def _act(
     action: Action, past: str, experiment_id: str, bootstrap_servers: str | None, topic_prefix: str | None
 ) -> None:
-    from experiment import control_plane
+    from experiment.kafka import control_plane
 
     try:
         kafka = _kafka(bootstrap_servers, topic_prefix)
@@ -232,7 +232,7 @@ def set_traffic(
     topic_prefix: TopicPrefix = None,
 ) -> None:
     """Change the traffic fraction; customers already in keep their variant (only who is in changes)."""
-    from experiment import control_plane
+    from experiment.kafka import control_plane
 
     try:
         kafka = _kafka(bootstrap_servers, topic_prefix)
@@ -250,7 +250,7 @@ def list_(
     topic_prefix: TopicPrefix = None,
 ) -> None:
     """List the latest version of every experiment on the topic (archived ones only with --all)."""
-    from experiment import control_plane
+    from experiment.kafka import control_plane
 
     try:
         snapshot = control_plane.read_snapshot(_kafka(bootstrap_servers, topic_prefix))
@@ -274,7 +274,7 @@ def _unusable_model_line(definition: ExperimentDefinition, store_path: Path, wai
     The collector holds the store only while it writes a batch, so a busy store is retried briefly; a store that
     stays busy gives a note instead of an error, since the definition itself was read fine.
     """
-    from experiment.store import ResultsStore
+    from experiment.results.store import ResultsStore
 
     if not store_path.exists():
         return None
@@ -304,7 +304,7 @@ def show(
 
     The model line goes to stderr so that the JSON on stdout can still be piped.
     """
-    from experiment import control_plane
+    from experiment.kafka import control_plane
 
     try:
         settings = cli_settings(bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix)

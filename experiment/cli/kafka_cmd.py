@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from experiment.cli.common import fail
-from experiment.config import Settings, load_settings, parse_bootstrap_servers
-from experiment.errors import AbflowError, ConfigError
+from experiment.core.errors import AbflowError, ConfigError
+from experiment.runtime.config import Settings, load_settings, parse_bootstrap_servers
 
 if TYPE_CHECKING:
     from experiment.kafka.broker import BrokerStatus

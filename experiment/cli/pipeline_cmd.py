@@ -26,9 +26,9 @@ import typer
 
 from experiment.cli.common import fail
 from experiment.cli.kafka_cmd import BootstrapServers, TopicPrefix, cli_settings
-from experiment.config import Settings
-from experiment.errors import AbflowError, ConfigError, InfraError
-from experiment.processes import pid_alive
+from experiment.core.errors import AbflowError, ConfigError, InfraError
+from experiment.runtime.config import Settings
+from experiment.runtime.processes import pid_alive
 from flink_pipeline import checkpoints
 from flink_pipeline.rest import FlinkRest
 

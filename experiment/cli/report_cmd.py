@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from experiment.cli.common import fail
-from experiment.errors import AbflowError, ExperimentError
+from experiment.core.errors import AbflowError, ExperimentError
 
 __all__ = ["report"]
 
@@ -38,9 +38,9 @@ def report(
     """
     from rich.console import Console
 
-    from experiment.config import load_settings
-    from experiment.report import FORMATS, REPORTS_DIR, build_report, print_summary, write_report
-    from experiment.store import ResultsStore, to_epoch_ms
+    from experiment.results.report import FORMATS, REPORTS_DIR, build_report, print_summary, write_report
+    from experiment.results.store import ResultsStore, to_epoch_ms
+    from experiment.runtime.config import load_settings
 
     try:
         if fmt not in FORMATS:

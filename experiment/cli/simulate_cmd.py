@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from experiment.cli.common import erased_on_failure, fail
-from experiment.errors import AbflowError
+from experiment.core.errors import AbflowError
 
 if TYPE_CHECKING:
-    from experiment.simulator import SimulationResult
+    from experiment.simulation.simulator import SimulationResult
 
 __all__ = ["simulate", "summary_lines"]
 
@@ -59,8 +59,8 @@ def simulate(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from experiment.config import load_settings
-    from experiment.simulator import SimulationConfig, run_simulation
+    from experiment.runtime.config import load_settings
+    from experiment.simulation.simulator import SimulationConfig, run_simulation
 
     config = SimulationConfig(customers=customers, rate=rate, duration_s=duration, seed=seed, malformed=malformed)
     console = Console(stderr=True)

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from experiment.cli.common import fail
-from experiment.errors import AbflowError
+from experiment.core.errors import AbflowError
 
 __all__ = ["StatsInputError", "parse_counts", "parse_weights", "stats", "stats_payload"]
 

@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from experiment.config import DEFAULT_KAFKA_PORT, KafkaSettings, Settings, parse_bootstrap_servers
-from experiment.errors import ConfigError, InfraError
+from experiment.core.errors import ConfigError, InfraError
 from experiment.kafka import jars
-from experiment.processes import pid_alive
+from experiment.runtime.config import DEFAULT_KAFKA_PORT, KafkaSettings, Settings, parse_bootstrap_servers
+from experiment.runtime.processes import pid_alive
 
 __all__ = [
     "DEFAULT_PORT",

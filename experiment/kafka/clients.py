@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from experiment.config import KafkaSettings
-from experiment.errors import InfraError
+from experiment.core.errors import InfraError
+from experiment.runtime.config import KafkaSettings
 
 if TYPE_CHECKING:
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer

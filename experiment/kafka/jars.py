@@ -25,8 +25,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiment.config import Settings
-from experiment.errors import InfraError
+from experiment.core.errors import InfraError
+from experiment.runtime.config import Settings
 
 __all__ = [
     "FLINK_CONNECTOR",

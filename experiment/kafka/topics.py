@@ -23,8 +23,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from experiment.config import KafkaSettings
-from experiment.errors import InfraError
+from experiment.core.errors import InfraError
+from experiment.runtime.config import KafkaSettings
 
 __all__ = [
     "ASSIGNMENTS",

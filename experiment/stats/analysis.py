@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from experiment.definition import control_of
+from experiment.core.definition import control_of
 from experiment.stats.bayes import BayesResult, compare_bayes
 from experiment.stats.corrections import adjust_p_values
 from experiment.stats.cuped import CupedResult, compare_cuped

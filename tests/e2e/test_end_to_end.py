@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from experiment import control_plane
+from experiment.cli.demo import wait_for_job_to_read_experiments
 from experiment.cli.main import app
-from experiment.collector import collect
-from experiment.definition import ExperimentDefinition, ModelRef
-from experiment.demo import wait_for_job_to_read_experiments
-from experiment.report import build_report
-from experiment.simulator import SimulationConfig, build_population, load_experiment, run_simulation
-from experiment.store import ResultsStore
+from experiment.core.definition import ExperimentDefinition, ModelRef
+from experiment.kafka import control_plane
+from experiment.results.collector import collect
+from experiment.results.report import build_report
+from experiment.results.store import ResultsStore
+from experiment.simulation.simulator import SimulationConfig, build_population, load_experiment, run_simulation
 from flink_pipeline.scoring import load_verified_scorer, sha256_of
 
 ROOT = Path(__file__).resolve().parents[2]

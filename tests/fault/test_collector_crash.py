@@ -31,12 +31,12 @@ from typing import Any
 import duckdb
 import pytest
 
-from experiment import events
-from experiment.collector import collect
-from experiment.config import KafkaSettings
-from experiment.errors import InfraError
+from experiment.core import events
+from experiment.core.errors import InfraError
 from experiment.kafka.clients import make_producer
-from experiment.store import ResultsStore
+from experiment.results.collector import collect
+from experiment.results.store import ResultsStore
+from experiment.runtime.config import KafkaSettings
 from tests.helpers.fault_traffic import count_records, plan_traffic, scaled
 from tests.helpers.flink_job import definition, publish
 

@@ -35,10 +35,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from experiment import events
-from experiment.assignment import assign
-from experiment.collector import collect
-from experiment.store import ResultsStore
+from experiment.core import events
+from experiment.core.assignment import assign
+from experiment.results.collector import collect
+from experiment.results.store import ResultsStore
 from tests.helpers.fault_traffic import count_results, job_health, plan_traffic, scaled
 from tests.helpers.flink_job import definition, produce, publish, read_until, running_job, warm_up
 

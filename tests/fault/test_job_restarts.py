@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from experiment import events
-from experiment.assignment import assign
-from experiment.config import KafkaSettings, load_settings
-from experiment.definition import ExperimentDefinition
+from experiment.core import events
+from experiment.core.assignment import assign
+from experiment.core.definition import ExperimentDefinition
+from experiment.runtime.config import KafkaSettings, load_settings
 from flink_pipeline.rest import FlinkRest
 from tests.helpers.fault_traffic import (
     count_results,

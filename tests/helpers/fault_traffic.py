@@ -14,7 +14,7 @@ What the job must write follows from its rules (`flink_pipeline.functions`), rec
 functions:
 
 - one `assignments` record per (session, running experiment) whose traffic holds the customer
-  (`experiment.assignment.assign` is not None), with that variant; the customer's first session (round order, one
+  (`experiment.core.assignment.assign` is not None), with that variant; the customer's first session (round order, one
   partition per key) is their first exposure, so its `event_ts` is the exposure time for good;
 - one `attributed-outcomes` record per (purchase, running experiment) whose traffic holds the customer and whose
   window `[first exposure, first exposure + attribution_window_s]` holds the purchase time.
@@ -41,10 +41,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from experiment import events
-from experiment.assignment import assign, bucket
-from experiment.config import KafkaSettings
-from experiment.definition import ExperimentDefinition
+from experiment.core import events
+from experiment.core.assignment import assign, bucket
+from experiment.core.definition import ExperimentDefinition
+from experiment.runtime.config import KafkaSettings
 from experiment.stats.sufficient import to_cents
 from tests.helpers.flink_job import produce, read_until, session_raw
 
@@ -143,7 +143,7 @@ class VariantTotals:
 
 @dataclass(frozen=True)
 class JobOutput:
-    """The records the job writes for a plan, in its output format (`experiment.events` builders)."""
+    """The records the job writes for a plan, in its output format (`experiment.core.events` builders)."""
 
     assignments: tuple[dict[str, Any], ...]
     attributed_outcomes: tuple[dict[str, Any], ...]
@@ -200,7 +200,7 @@ class TrafficPlan:
         return {v.name: VariantTotals(users[v.name], conversions[v.name], revenue[v.name]) for v in definition.variants}
 
     def job_output(self, decided_after_ms: int = 5) -> JobOutput:
-        """What the job writes for this plan, field for field (`experiment.events` builders, keys sorted).
+        """What the job writes for this plan, field for field (`experiment.core.events` builders, keys sorted).
 
         Scores are made up (the bucket of the event id, in [0, 1)) since no model runs; the decision follows the
         threshold like the job's. `pre_period_purchases` is made up too (0). `decided_ts` is the event time plus

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from experiment.assignment import assign
+from experiment.core.assignment import assign
+from experiment.results.store import ResultsStore
 from experiment.stats.sufficient import VariantStats
-from experiment.store import ResultsStore
 
 __all__ = ["DAY_MS", "START_MS", "SyntheticExperiment", "definition_dict", "fill_store", "make_experiment"]
 

@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from experiment.config import KafkaSettings, load_settings
-from experiment.definition import ExperimentDefinition, ModelRef
+from experiment.core.definition import ExperimentDefinition, ModelRef
 from experiment.kafka.clients import make_consumer, make_producer
+from experiment.runtime.config import KafkaSettings, load_settings
 from flink_pipeline.job import JobConfig, submit
 
 __all__ = [
@@ -67,7 +67,7 @@ def produce(
 
 def session_raw(event_id: str, customer_id: str, ts: int, features: dict[str, float]) -> tuple[bytes, bytes]:
     """A valid `sessions` message keyed by customer id."""
-    from experiment.events import session_json
+    from experiment.core.events import session_json
 
     return customer_id.encode(), session_json(event_id, customer_id, ts, features).encode()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from experiment.config import load_settings
+from experiment.runtime.config import load_settings
 from tests.helpers.abflow_cli import CliRun, run_abflow
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

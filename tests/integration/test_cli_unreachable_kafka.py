@@ -1,4 +1,4 @@
-"""A Kafka that is down costs at most the connect timeout (8 s by default; the whole command stays within 10 s) and one line on stderr, no library noise.
+"""A Kafka that is down costs one line on stderr within 10 s (an 8 s connect timeout), and no library noise.
 
 Each command runs as a real subprocess against a closed port on 127.0.0.1 (connections are refused), with the
 default `connect_timeout_s`; no broker is needed.

@@ -1,6 +1,6 @@
 """The collector against the real broker: read_committed, idempotent, restartable, stops when caught up.
 
-Records are produced here in the DESIGN.md schemas (built by `experiment.events`), the job's output side written
+Records are produced here in the DESIGN.md schemas (built by `experiment.core.events`), the job's output side written
 the way the job writes it: inside Kafka transactions, one of them aborted.
 """
 
@@ -11,11 +11,11 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from experiment import events
 from experiment.cli.main import app
-from experiment.collector import Collector, collect
+from experiment.core import events
 from experiment.kafka.clients import make_producer
-from experiment.store import ResultsStore
+from experiment.results.collector import Collector, collect
+from experiment.results.store import ResultsStore
 
 pytestmark = [pytest.mark.kafka]
 

@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from experiment import control_plane
 from experiment.cli.main import app
-from experiment.config import KafkaSettings
-from experiment.definition import ExperimentDefinition, ModelRef
-from experiment.errors import ExperimentError
-from experiment.kafka import topics
+from experiment.core.definition import ExperimentDefinition, ModelRef
+from experiment.core.errors import ExperimentError
+from experiment.kafka import control_plane, topics
 from experiment.kafka.clients import make_consumer, make_producer
+from experiment.runtime.config import KafkaSettings
 from tests.helpers.model_dir import write_model_dir
 
 pytestmark = pytest.mark.kafka

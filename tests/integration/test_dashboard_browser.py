@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from experiment.store import ResultsStore
+from experiment.results.store import ResultsStore
 from tests.helpers.fill_store import definition_dict, fill_store, make_experiment
 from tests.helpers.headless_chromium import capture, chromium_path, open_page
 

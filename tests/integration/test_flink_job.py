@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiment import events
-from experiment.assignment import assign
-from experiment.definition import ExperimentDefinition
+from experiment.core import events
+from experiment.core.assignment import assign
+from experiment.core.definition import ExperimentDefinition
 from flink_pipeline.scoring import PmmlReference
 from tests.helpers.flink_job import definition, produce, publish, read_until, running_job, session_raw, warm_up
 

@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from experiment.config import KafkaSettings, load_settings
-from experiment.errors import ConfigError
+from experiment.core.errors import ConfigError
+from experiment.runtime.config import KafkaSettings, load_settings
 from flink_pipeline import job
 
 pytestmark = pytest.mark.flink

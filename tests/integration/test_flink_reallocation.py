@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from experiment.assignment import assign
+from experiment.core.assignment import assign
 from experiment.kafka.topics import ensure_topics
 from tests.helpers.flink_job import definition, produce, publish, read_until, running_job, session_raw
 

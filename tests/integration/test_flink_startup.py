@@ -15,7 +15,7 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from experiment.assignment import assign
+from experiment.core.assignment import assign
 from tests.helpers.flink_job import definition, produce, publish, read_until, running_job, session_raw
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink, pytest.mark.e2e, pytest.mark.slow]

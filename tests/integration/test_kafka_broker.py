@@ -11,11 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from experiment.cli.main import app
-from experiment.config import KafkaSettings, load_settings
-from experiment.errors import InfraError
+from experiment.core.errors import InfraError
 from experiment.kafka import broker, jars, topics
 from experiment.kafka.clients import make_admin, make_consumer, make_producer
-from experiment.processes import pid_alive
+from experiment.runtime.config import KafkaSettings, load_settings
+from experiment.runtime.processes import pid_alive
 
 pytestmark = pytest.mark.kafka
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiment.errors import ModelError
+from experiment.core.errors import ModelError
 from flink_pipeline.pmml_compiler import CompiledModel, compile_pmml
 from flink_pipeline.scoring import (
     PmmlReference,

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from data import generator
 from experiment.cli.main import app
-from experiment.errors import ModelError
+from experiment.core.errors import ModelError
 from training import parity, pmml_fix
 from training.dataset import data_fingerprint, load_split
 from training.model_card import load_model_card, load_verified_model_card, sha256_file

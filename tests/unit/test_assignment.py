@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from experiment.assignment import BUCKETS, assign, bucket
+from experiment.core.assignment import BUCKETS, assign, bucket
 
 HALF = (("control", 0.5), ("treatment", 0.5))
 THREE = (("control", 0.34), ("a", 0.33), ("b", 0.33))

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from experiment.cli.main import app
-from experiment.errors import ConfigError
+from experiment.core.errors import ConfigError
 from flink_pipeline import checkpoints
 
 JOB = "abflow-decisions"

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiment.assignment import assign
-from experiment.definition import ExperimentDefinition, ModelRef
-from experiment.errors import ExperimentError
-from experiment.simulator import build_population
+from experiment.core.assignment import assign
+from experiment.core.definition import ExperimentDefinition, ModelRef
+from experiment.core.errors import ExperimentError
+from experiment.simulation.simulator import build_population
 from experiment.stats.analysis import AnalysisConfig
 from flink_pipeline.experiments import parse_definition
 from tests.helpers.fill_store import definition_dict

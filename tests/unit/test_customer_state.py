@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from experiment.events import Outcome
+from experiment.core.events import Outcome
 from flink_pipeline.functions import _Customer, _Exposure, _Held
 
 

@@ -21,8 +21,8 @@ from dashboard import loader
 from dashboard.formatting import count, pct, pval
 from experiment.cli.dashboard_cmd import build_command
 from experiment.cli.main import app as cli_app
+from experiment.results.store import ResultsStore
 from experiment.stats.analysis import AnalysisConfig, analyse
-from experiment.store import ResultsStore
 from tests.helpers.fill_store import START_MS, SyntheticExperiment, definition_dict, fill_store, make_experiment
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from data import generator
 from experiment.cli.main import app
-from experiment.errors import DataValidationError
+from experiment.core.errors import DataValidationError
 from training.dataset import data_fingerprint, load_dataset, load_split
 
 

@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from experiment.definition import (
+from experiment.core.definition import (
     ACTIONS,
     TRANSITIONS,
     ExperimentDefinition,
     ModelRef,
     Variant,
 )
-from experiment.errors import ExperimentError
+from experiment.core.errors import ExperimentError
 
 SHA = "ab" * 32
 MODEL = ModelRef("artifacts/model/xgboost_model.pmml", SHA, ("age", "man", "woman", "cat1", "cat2"))
@@ -81,7 +81,7 @@ def test_from_json_ignores_unknown_keys_from_newer_writers() -> None:
 
 
 def test_assign_uses_salt_traffic_and_weights() -> None:
-    from experiment.assignment import assign
+    from experiment.core.assignment import assign
 
     d = make(traffic=0.3, salt="s1")
     for customer in ("1", "2", "77", "c-123"):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from experiment import events
+from experiment.core import events
 
 FEATURES = events.default_feature_names(3)  # age, man, woman, cat1, cat2, cat3
 

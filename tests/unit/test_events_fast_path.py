@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiment import events
-from experiment.events import InvalidEvent, _fast_session, _layout, _parse_session_checked, parse_session
+from experiment.core import events
+from experiment.core.events import InvalidEvent, _fast_session, _layout, _parse_session_checked, parse_session
 
 NAMES = events.default_feature_names(4)
 LAYOUT = _layout(NAMES)

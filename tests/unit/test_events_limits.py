@@ -16,8 +16,8 @@ import json
 
 import pytest
 
-from experiment import events
-from experiment.events import InvalidEvent
+from experiment.core import events
+from experiment.core.events import InvalidEvent
 
 NAMES = events.default_feature_names(3)
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from experiment import events
-from experiment.definition import ExperimentDefinition, ModelRef
+from experiment.core import events
+from experiment.core.definition import ExperimentDefinition, ModelRef
 from tests.helpers.fault_traffic import count_records, fault_scale, plan_traffic, scaled
 
 NAMES = events.default_feature_names(3)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from data import generator, ground_truth
 from experiment.cli.main import app
-from experiment.errors import ConfigError
+from experiment.core.errors import ConfigError
 from training.dataset import load_dataset
 
 

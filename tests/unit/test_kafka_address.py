@@ -15,9 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from experiment.cli.main import app
-from experiment.config import load_settings, parse_bootstrap_servers
-from experiment.errors import ConfigError
+from experiment.core.errors import ConfigError
 from experiment.kafka.broker import listen_address
+from experiment.runtime.config import load_settings, parse_bootstrap_servers
 
 
 @pytest.fixture(autouse=True)

@@ -16,12 +16,12 @@ from rich.console import Console
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
-from experiment import events
 from experiment.cli.main import app as cli_app
-from experiment.definition import ExperimentDefinition
-from experiment.errors import DataValidationError
-from experiment.report import build_report, print_summary, render
-from experiment.store import ModelHealth, ResultsStore
+from experiment.core import events
+from experiment.core.definition import ExperimentDefinition
+from experiment.core.errors import DataValidationError
+from experiment.results.report import build_report, print_summary, render
+from experiment.results.store import ModelHealth, ResultsStore
 from tests.helpers.fill_store import START_MS, definition_dict, fill_store
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
@@ -193,7 +193,7 @@ class _Show:
     """`abflow experiment show` without Kafka: the definition comes from a stand-in for the control plane."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, definition: dict[str, Any]) -> None:
-        from experiment import control_plane
+        from experiment.kafka import control_plane
 
         self.definition = ExperimentDefinition.from_json(json.dumps(definition))
         monkeypatch.setattr(control_plane, "get", lambda kafka, experiment_id: self.definition)

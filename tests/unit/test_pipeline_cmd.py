@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 
 from experiment.cli.main import app
 from experiment.cli.pipeline_cmd import parse_interval_ms
-from experiment.errors import ConfigError
+from experiment.core.errors import ConfigError
 from flink_pipeline.job import config_from_args, parse_args
 
 

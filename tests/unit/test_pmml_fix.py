@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from data import generator
-from experiment.errors import ModelError
+from experiment.core.errors import ModelError
 from training import pmml_fix
 
 NS = {"p": pmml_fix.PMML_NAMESPACE}

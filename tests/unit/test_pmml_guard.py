@@ -21,9 +21,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from experiment.config import KafkaSettings
-from experiment.errors import ModelError
-from experiment.pmml_guard import MAX_ELEMENT_DEPTH, MAX_PMML_BYTES, check_pmml
+from experiment.core.errors import ModelError
+from experiment.model.pmml_guard import MAX_ELEMENT_DEPTH, MAX_PMML_BYTES, check_pmml
+from experiment.runtime.config import KafkaSettings
 from tests.helpers.tiny_pmml import tiny_pmml
 
 SECRET = "s3cret-token"
@@ -276,7 +276,7 @@ def _load_for_parity(pmml: Path, sha: str) -> object:
 
 
 def _load_in_simulator(pmml: Path, sha: str) -> object:
-    from experiment.simulator import load_scorer
+    from experiment.simulation.simulator import load_scorer
     from flink_pipeline.scoring import clear_scorer_cache
 
     clear_scorer_cache()
@@ -334,9 +334,9 @@ def test_cli_create_refuses_with_one_line_and_exit_2_before_kafka(
 def test_cli_launch_refuses_an_experiment_created_with_a_hostile_model(
     kafka_topics: KafkaSettings, tmp_path: Path, secret: Path, listener: Listener
 ) -> None:
-    from experiment import control_plane
     from experiment.cli.main import app
-    from experiment.definition import ExperimentDefinition, ModelRef
+    from experiment.core.definition import ExperimentDefinition, ModelRef
+    from experiment.kafka import control_plane
 
     listener.dtd = _oob_dtd(listener.url, secret)
     pmml, sha = _model_dir(tmp_path / "model", _hostile("parameter-entity-external-dtd", listener.url, secret))

@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from experiment.config import load_settings
-from experiment.redaction import MASK, SecretRedactingFilter, install_log_redaction, redact, register_secret
+from experiment.runtime.config import load_settings
+from experiment.runtime.redaction import MASK, SecretRedactingFilter, install_log_redaction, redact, register_secret
 
 SECRET = "s3cr3t-Pa55-XYZ"
 

@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from experiment.cli.main import app
-from experiment.report import build_report, render, render_json
+from experiment.results.report import build_report, render, render_json
+from experiment.results.store import ResultsStore
 from experiment.stats.analysis import AnalysisConfig, analyse
 from experiment.stats.sufficient import VariantStats as V
-from experiment.store import ResultsStore
 from tests.helpers.fill_store import definition_dict, fill_store, make_experiment
 
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiment.errors import ModelError
+from experiment.core.errors import ModelError
 from flink_pipeline.pmml_compiler import compile_pmml, parse_pmml
 from flink_pipeline.scoring import load_verified_scorer, probe_rows, sha256_of
 from tests.helpers.tiny_pmml import INTERCEPT, LEAVES, tiny_pmml

@@ -10,11 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from data import ground_truth
-from experiment import events
-from experiment.assignment import assign
 from experiment.cli.main import app
-from experiment.errors import ConfigError
-from experiment.simulator import (
+from experiment.core import events
+from experiment.core.assignment import assign
+from experiment.core.errors import ConfigError
+from experiment.simulation.simulator import (
     MALFORMED_KINDS,
     SimulationConfig,
     TokenBucket,
@@ -288,7 +288,7 @@ def test_cli_help_lists_the_options() -> None:
 
 
 def test_result_json_round_trips(population) -> None:
-    from experiment.simulator import _summarise
+    from experiment.simulation.simulator import _summarise
 
     plan = plan_events(
         population,

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from experiment.errors import DataValidationError
+from experiment.core.errors import DataValidationError
+from experiment.results.store import ResultsStore, to_epoch_ms
 from experiment.stats.sufficient import VariantStats
-from experiment.store import ResultsStore, to_epoch_ms
 from tests.helpers.fill_store import DAY_MS, START_MS, definition_dict, fill_store, make_experiment
 
 

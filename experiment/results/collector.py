@@ -29,14 +29,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from experiment.errors import DataValidationError, InfraError
+from experiment.core.errors import DataValidationError, InfraError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-    from experiment.config import Settings
-    from experiment.store import ResultsStore
+    from experiment.results.store import ResultsStore
+    from experiment.runtime.config import Settings
 
 __all__ = ["DEFAULT_GROUP", "CollectStats", "Collector", "collect"]
 
@@ -174,7 +174,7 @@ class Collector:
     @contextlib.contextmanager
     def _open_store(self) -> Iterator[ResultsStore]:
         """Open the store for one short transaction, waiting while another process holds the file."""
-        from experiment.store import ResultsStore
+        from experiment.results.store import ResultsStore
 
         deadline = time.monotonic() + self.lock_timeout_s
         while True:

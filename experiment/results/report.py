@@ -21,13 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from experiment.definition import DEFAULT_CONTROL
-from experiment.errors import ExperimentError
+from experiment.core.definition import DEFAULT_CONTROL
+from experiment.core.errors import ExperimentError
+from experiment.results.store import ResultsStore, to_epoch_ms
 from experiment.stats.analysis import AnalysisConfig, analyse
 from experiment.stats.proportions import compare_proportions
 from experiment.stats.sequential import DEFAULT_TUNING_USERS, compare_sequential
 from experiment.stats.sufficient import VariantStats
-from experiment.store import ResultsStore, to_epoch_ms
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -318,7 +318,7 @@ def render_md(model: dict[str, Any]) -> str:
 
 
 def _figure_html(model: dict[str, Any]) -> str:
-    from experiment.lift_chart import lift_over_time_figure
+    from experiment.results.lift_chart import lift_over_time_figure
 
     fig = lift_over_time_figure(model["lift_over_time"], model["analysis"]["treatments"])
     return fig.to_html(include_plotlyjs=True, full_html=False, div_id="lift-over-time")

@@ -8,7 +8,7 @@ treatment policy from the ground-truth probabilities, not from the draws.
 
 How the outcomes follow the truth without knowing the job's decisions: the decision is a pure function of the
 definition and the features, so the simulator recomputes it exactly as the Flink job does. It assigns every
-customer with `experiment.assignment.assign` and scores the treatment customers with the same PMML through the
+customer with `experiment.core.assignment.assign` and scores the treatment customers with the same PMML through the
 verified fast scorer of `flink_pipeline.scoring` (batch mode; equal to pypmml within 1e-9), shown when
 score >= threshold. A customer then converts with probability ``p1`` when shown and ``p0`` otherwise
 (`data.ground_truth.true_conversion_probs`); a conversion is one purchase whose revenue is drawn from
@@ -40,14 +40,14 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from experiment import events
-from experiment.assignment import assign
-from experiment.errors import ConfigError, ExperimentError, InfraError
+from experiment.core import events
+from experiment.core.assignment import assign
+from experiment.core.errors import ConfigError, ExperimentError, InfraError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from experiment.config import Settings
+    from experiment.runtime.config import Settings
     from flink_pipeline.experiments import ExperimentView
 
 __all__ = [
@@ -489,7 +489,7 @@ class EventPlan:
         return fragment
 
     def message(self, event: SimEvent) -> tuple[Literal["sessions", "outcomes"], bytes, bytes]:
-        """(logical topic, key, value) of one event; valid ones are built by `experiment.events`."""
+        """(logical topic, key, value) of one event; valid ones are built by `experiment.core.events`."""
         pop = self.population
         if event.kind == "session":
             cid = pop.ids[event.customer]
@@ -708,7 +708,7 @@ def send_plan(
 
 def load_experiment(settings: Settings, experiment_id: str) -> ExperimentView:
     """The latest definition of `experiment_id` on the `experiments` topic, in the job's own view of it."""
-    from experiment import control_plane
+    from experiment.kafka import control_plane
     from flink_pipeline.experiments import parse_definition
 
     definition = control_plane.get(settings.kafka, experiment_id)
@@ -734,7 +734,7 @@ def _reference_rows(pmml_path: str) -> str | None:
 
 def load_scorer(view: ExperimentView) -> BatchScorer:
     """The experiment's verified scorer; the PMML passes the XML gate before anything (pypmml included) reads it."""
-    from experiment.pmml_guard import check_pmml
+    from experiment.model.pmml_guard import check_pmml
     from flink_pipeline.scoring import load_verified_scorer
 
     check_pmml(view.pmml_path)

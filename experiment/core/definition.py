@@ -6,7 +6,7 @@ is valid; changing one means building the next version (`transition`, `updated`)
 
 Lifecycle: draft → running ⇄ paused → stopped (running may also stop directly); stopping a draft archives it (it
 never ran, so there is nothing to analyse; `abflow experiment list` hides it). Every change raises `version` by one.
-The salt and the variant weights decide who gets what (see `experiment.assignment`); once an experiment has been
+The salt and the variant weights decide who gets what (see `experiment.core.assignment`); once an experiment has been
 launched they are frozen, because changing them would reshuffle users between variants mid-experiment. Traffic may
 change at any time before the stop: it only adds or removes customers.
 
@@ -34,8 +34,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, get_args
 
-from experiment.assignment import assign
-from experiment.errors import ExperimentError
+from experiment.core.assignment import assign
+from experiment.core.errors import ExperimentError
 
 __all__ = [
     "ACTIONS",
@@ -209,7 +209,7 @@ class ExperimentDefinition:
         return tuple(v.name for v in self.variants if v.name != self.control)
 
     def weights(self) -> list[tuple[str, float]]:
-        """`[(name, weight), ...]` in declared order: the input `experiment.assignment.assign` expects."""
+        """`[(name, weight), ...]` in declared order: the input `experiment.core.assignment.assign` expects."""
         return [(v.name, v.weight) for v in self.variants]
 
     @property

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import orjson
 
-from experiment.errors import DataValidationError
+from experiment.core.errors import DataValidationError
 
 __all__ = [
     "BASE_FEATURES",

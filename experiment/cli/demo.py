@@ -1,4 +1,4 @@
-"""`python -m experiment.demo` (what `make demo` runs after `make install`): the whole product, end to end, once.
+"""`python -m experiment.cli.demo` (what `make demo` runs after `make install`): the whole product, end to end, once.
 
 Stages (each shown with its progress and time): Kafka up, data, model, experiment, Flink job, simulated traffic,
 collection, the significance report (terminal + HTML/Markdown/JSON under `reports/`), and how to open the dashboard.
@@ -29,13 +29,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from experiment.errors import AbflowError, ConfigError, InfraError
+from experiment.core.errors import AbflowError, ConfigError, InfraError
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from experiment.config import KafkaSettings, Settings
-    from experiment.simulator import SimulationResult
+    from experiment.runtime.config import KafkaSettings, Settings
+    from experiment.simulation.simulator import SimulationResult
 
 __all__ = ["job_group_id", "main", "run_demo", "wait_for_job_to_read_experiments"]
 
@@ -217,8 +217,8 @@ def _model(console: Console) -> dict[str, Any]:
 
 
 def _experiment(console: Console, settings: Settings, card: dict[str, Any]) -> str:
-    from experiment import control_plane
-    from experiment.definition import ExperimentDefinition, ModelRef
+    from experiment.core.definition import ExperimentDefinition, ModelRef
+    from experiment.kafka import control_plane
 
     now = int(time.time() * 1000)
     for old in control_plane.read_snapshot(settings.kafka).sorted():
@@ -265,7 +265,7 @@ def _simulate(console: Console, settings: Settings, experiment_id: str) -> Simul
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from experiment.cli.simulate_cmd import summary_lines
-    from experiment.simulator import SimulationConfig, run_simulation
+    from experiment.simulation.simulator import SimulationConfig, run_simulation
 
     config = SimulationConfig(
         customers=int(os.environ.get("ABFLOW_DEMO_CUSTOMERS", DEFAULT_CUSTOMERS)),
@@ -294,8 +294,8 @@ def _simulate(console: Console, settings: Settings, experiment_id: str) -> Simul
 def _collect(console: Console, settings: Settings, experiment_id: str, result: SimulationResult) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from experiment.collector import CollectStats, collect
-    from experiment.store import ResultsStore
+    from experiment.results.collector import CollectStats, collect
+    from experiment.results.store import ResultsStore
 
     expected = (result.sessions_in_experiment, result.outcomes_in_experiment, result.malformed_sent)
     counts = {"now": (0, 0, 0)}
@@ -329,8 +329,8 @@ def _collect(console: Console, settings: Settings, experiment_id: str, result: S
 
 
 def _report(console: Console, settings: Settings, experiment_id: str, result: SimulationResult) -> list[Path]:
-    from experiment.report import REPORTS_DIR, build_report, print_summary, write_report
-    from experiment.store import ResultsStore
+    from experiment.results.report import REPORTS_DIR, build_report, print_summary, write_report
+    from experiment.results.store import ResultsStore
 
     with ResultsStore(settings.store_path, read_only=True) as store:
         model = build_report(store, experiment_id)
@@ -346,7 +346,7 @@ def _report(console: Console, settings: Settings, experiment_id: str, result: Si
 
 def run_demo(console: Console) -> None:
     """Run the ten stages (see the module docstring); raises `AbflowError` on an expected failure."""
-    from experiment.config import load_settings
+    from experiment.runtime.config import load_settings
 
     began = time.monotonic()
     settings = load_settings()
@@ -379,7 +379,7 @@ def run_demo(console: Console) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: `python -m experiment.demo`."""
+    """Entry point: `python -m experiment.cli.demo`."""
     from rich.console import Console
 
     args = sys.argv[1:] if argv is None else argv
@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     try:
         if args:
-            console.print("usage: python -m experiment.demo   (stop the job with `abflow pipeline stop`)")
+            console.print("usage: python -m experiment.cli.demo   (stop the job with `abflow pipeline stop`)")
             return 2
         run_demo(console)
     except AbflowError as error:

@@ -3,7 +3,8 @@
 Precedence, highest first: CLI flags (passed as `overrides`), environment variables (`ABFLOW_*`), the config file
 (`abflow.toml` in the working directory, or the path in `ABFLOW_CONFIG`), then local defaults that need no setup.
 Secrets are `SecretStr` so that printing or logging a `Settings` never shows them, and every secret loaded here is
-registered with `experiment.redaction`, which masks it in log lines that libraries write with their own copy of it.
+registered with `experiment.runtime.redaction`, which masks it in log lines that libraries write with their own
+copy of it.
 Kafka addresses are parsed in one place (`parse_bootstrap_servers`), so `kafka up` and every client agree on them.
 """
 
@@ -17,8 +18,8 @@ from typing import Any, Literal
 
 from pydantic import SecretStr
 
-from experiment.errors import ConfigError
-from experiment.redaction import register_secret
+from experiment.core.errors import ConfigError
+from experiment.runtime.redaction import register_secret
 
 __all__ = ["DEFAULT_KAFKA_PORT", "KafkaSettings", "Settings", "load_settings", "parse_bootstrap_servers"]
 

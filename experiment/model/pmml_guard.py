@@ -28,7 +28,7 @@ from xml.parsers.expat import errors as expat_errors
 from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
 from defusedxml.ElementTree import DefusedXMLParser, ParseError
 
-from experiment.errors import ModelError
+from experiment.core.errors import ModelError
 
 __all__ = ["MAX_ELEMENT_DEPTH", "MAX_PMML_BYTES", "check_pmml"]
 

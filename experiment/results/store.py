@@ -34,8 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from experiment.errors import DataValidationError, InfraError
-from experiment.events import HEALTH_STATUSES
+from experiment.core.errors import DataValidationError, InfraError
+from experiment.core.events import HEALTH_STATUSES
 from experiment.stats.sufficient import VariantStats, to_cents
 
 __all__ = ["ModelHealth", "ResultsStore", "to_epoch_ms"]

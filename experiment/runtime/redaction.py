@@ -3,7 +3,7 @@
 Why more than `SecretStr`: libraries log their own copies of the secret. kafka-python's admin client logs its whole
 configuration at DEBUG, plain password included, and the Java-style `sasl.jaas.config` string embeds the password
 too. So redaction works on the text itself, by two rules:
-- every secret value that `experiment.config.load_settings` loaded is masked wherever it appears (also in its
+- every secret value that `experiment.runtime.config.load_settings` loaded is masked wherever it appears (also in its
   `repr`/JSON-escaped form);
 - the value after a secret-looking key (`password`, `sasl_plain_password`, `sasl.jaas.config`, `*_secret`, ...) is
   masked even when the value is not a known secret.

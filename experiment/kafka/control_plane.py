@@ -19,10 +19,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from experiment.config import KafkaSettings
-from experiment.definition import Action, ExperimentDefinition
-from experiment.errors import ExperimentError, InfraError
+from experiment.core.definition import Action, ExperimentDefinition
+from experiment.core.errors import ExperimentError, InfraError
 from experiment.kafka import topics
+from experiment.runtime.config import KafkaSettings
 
 __all__ = [
     "Snapshot",

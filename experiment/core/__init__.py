@@ -1,0 +1,1 @@
+"""The domain rules: pure, no engines."""

@@ -1,0 +1,1 @@
+"""Where abflow runs: settings, secrets, local processes."""
