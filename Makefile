@@ -1,5 +1,7 @@
 # abflow — the two commands that matter: `make demo` and `make test`.
 # `make install` is idempotent: a stamp file records that the venv matches requirements.lock.
+# Test tiers (docs/testing.md): `make test` runs all of them; `make test-fast` only the unit tier (no Kafka, Flink,
+# browser or training; under two minutes); `make test-fault` only the fault tier (kill -9, hostile input).
 
 SHELL := /bin/bash
 PYTHON ?= python3.11
@@ -7,7 +9,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install jars demo test test-fast lint bench clean
+UNIT_ONLY := not (kafka or flink or e2e or slow or fault or browser or training)
+
+.PHONY: install jars demo test test-fast test-fault lint bench clean
 
 install: $(STAMP) jars
 
@@ -27,11 +31,15 @@ test: install
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not kafka and not flink and not e2e and not slow"
+	$(BIN)/python -m pytest tests/unit -m "$(UNIT_ONLY)"
+
+test-fault: install
+	$(BIN)/python -m pytest -m fault
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python -m bench.run

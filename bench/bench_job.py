@@ -28,7 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["NAME", "add_arguments", "markdown", "run"]
 
@@ -72,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _model(workdir: Path) -> tuple[Path, Path, str]:
     pmml, data = Path("artifacts/model/xgboost_model.pmml"), Path("data")
     if pmml.is_file() and (data / "X_test.csv").is_file():
-        from training.model_card import load_model_card
+        from experiment.model.card import load_model_card
 
         card = load_model_card(pmml.parent)
         card.verify_pmml()  # the XML gate and model.json's sha256, before the job reads the PMML
@@ -95,6 +95,7 @@ def _customer_ids(workload: str, n: int, seed: int) -> list[str]:
     from experiment.simulation.simulator import SimulationConfig
 
     sessions_mean = next(f.default for f in fields(SimulationConfig) if f.name == "sessions_mean")
+    assert isinstance(sessions_mean, int | float)
     customers = max(1, round(n / float(sessions_mean)))
     rng = random.Random(seed)
     return [f"c{rng.randrange(customers)}" for _ in range(n)]
@@ -127,8 +128,8 @@ def _one_run(kafka: Any, pmml: Path, data: Path, mode: str, workload: str, paral
     from experiment.core.events import session_json
     from experiment.kafka.clients import make_consumer, make_producer
     from experiment.kafka.topics import ensure_topics
-    from flink_pipeline.job import JobConfig, job_topics, submit
-    from flink_pipeline.scoring import sha256_of
+    from experiment.model.digest import sha256_file as sha256_of
+    from flink_pipeline.job import ExecutionMode, JobConfig, job_topics, submit
 
     kafka = replace(kafka, topic_prefix=f"bench-{mode}-{workload}-{random.randrange(16**8):08x}.")
     ensure_topics(kafka)
@@ -161,7 +162,7 @@ def _one_run(kafka: Any, pmml: Path, data: Path, mode: str, workload: str, paral
 
     settings = replace(load_settings(), kafka=kafka)
     config = JobConfig(
-        execution_mode=mode,
+        execution_mode=cast(ExecutionMode, mode),
         parallelism=parallelism,
         categories=categories,
         group_id=f"{kafka.topic_prefix}g",
@@ -230,6 +231,7 @@ def run(args: argparse.Namespace) -> tuple[list[JobRun], dict[str, Any]]:
             status = broker.start(
                 load_settings(), port=broker.free_port(), data_dir=broker_dir, timeout_s=120.0, die_with_parent=True
             )
+            assert status.bootstrap_servers is not None
             kafka = KafkaSettings(bootstrap_servers=status.bootstrap_servers)
         try:
             workloads = [w.strip() for w in args.job_workloads.split(",") if w.strip()]
@@ -293,7 +295,7 @@ def markdown(results: list[JobRun], details: dict[str, Any], command: str) -> st
     )
     lines += [
         "",
-        "Floor (issue 5): whole job >= 5,000 sessions/s (Kafka in -> decisions out, 50/50 split): "
+        "Floor: whole job >= 5,000 sessions/s (Kafka in -> decisions out, 50/50 split): "
         f"{verdict}. Start-up (JVM, job deployment, scorer verification against pypmml) is excluded from the rate "
         "and shown separately. Where the time goes: the analysis below this section.",
     ]

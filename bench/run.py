@@ -3,8 +3,8 @@
 Why one runner: numbers from a shared machine only mean something next to the machine's facts and a baseline
 measured in the same run. Each benchmark module exposes `NAME`, `add_arguments(parser)`, `run(args)` and
 `markdown(results, facts, command)` (optionally `LARGE_NAME` and `run(args, large=True)` for `--large`); add yours
-to `BENCHMARKS`. Each writes its own section of BENCHMARKS.md
-between `<!-- bench:NAME:start -->` and `<!-- bench:NAME:end -->`, so running one benchmark keeps the others.
+to `BENCHMARKS`. Each writes its own section of BENCHMARKS.md between `<!-- bench:NAME:start -->` and
+`<!-- bench:NAME:end -->`, so running one benchmark keeps the others.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     for module in modules:
         if args.only and module.NAME not in args.only:
             continue
-        variants = [(module.NAME, {})]
+        variants: list[tuple[str, dict[str, Any]]] = [(module.NAME, {})]
         if getattr(args, "large", False) and hasattr(module, "LARGE_NAME"):
             variants.append((module.LARGE_NAME, {"large": True}))
         for name, options in variants:

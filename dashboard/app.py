@@ -4,7 +4,8 @@ Two pages, chosen in the sidebar (or with `?experiment=<id>` in the URL): the ex
 experiment's page. The page body is a Streamlit fragment that re-runs itself every `ABFLOW_DASHBOARD_REFRESH`
 seconds while the shown experiment (or any, on the list) is running, or while the store is still empty. Each
 re-run reads only `ResultsStore.version()`; everything else comes from `st.cache_data` keyed on that version,
-so nothing is recomputed until the collector writes something new.
+so nothing is recomputed until the collector writes something new. Everything on an experiment's page is read
+from its one typed report (`experiment.results.report.Report`), the value `abflow report` renders.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import datetime as dt
 import re
 import sys
 from pathlib import Path
-from typing import Any
 
 # `streamlit run dashboard/app.py` puts dashboard/ (not the repository root) on sys.path.
 _ROOT = str(Path(__file__).resolve().parents[1])
@@ -26,10 +26,13 @@ import streamlit as st  # noqa: E402
 from dashboard import charts, loader  # noqa: E402
 from dashboard.formatting import NA, badge_markdown, ci, count, decision_badge, num, pct, pval  # noqa: E402
 from experiment.core.errors import AbflowError  # noqa: E402
+from experiment.results.report import Report  # noqa: E402
+from experiment.results.report_model import ModelNotice  # noqa: E402
+from experiment.stats.analysis import METHODS, ArmMetricResult  # noqa: E402
+from experiment.stats.results import ProportionsResult  # noqa: E402
 
 ALL = "All experiments"
 _STATUS_ICONS = {"running": "▶️", "paused": "⏸️", "stopped": "⏹️", "draft": "📝", "archived": "🗄️"}
-_LIVE_STATUSES = {"running"}
 
 
 def _read_version(settings: loader.DashboardSettings) -> tuple[int | None, str | None]:
@@ -63,7 +66,7 @@ def _empty_state(settings: loader.DashboardSettings, has_store: bool) -> None:
 def _experiment_list(overview: loader.Overview) -> None:
     st.title("Experiments")
     rows = overview.experiments
-    running = sum(1 for r in rows if r.status in _LIVE_STATUSES)
+    running = sum(1 for r in rows if r.status in loader.LIVE_STATUSES)
     cols = st.columns(4)
     cols[0].metric("Experiments", len(rows))
     cols[1].metric("Running", running)
@@ -104,64 +107,68 @@ def _experiment_list(overview: loader.Overview) -> None:
         st.markdown(f"{badge_markdown(r.decision, r.verdict_arm)} **{r.id}** — {r.verdict}")
 
 
-def _variant_table(report: dict[str, Any]) -> pd.DataFrame:
+def _variant_table(report: Report) -> pd.DataFrame:
     return pd.DataFrame(
         [
             {
-                "variant": name,
-                "users": st_["users"],
-                "conversions": st_["conversions"],
-                "conversion rate": pct(st_["conversion_rate"]),
-                "revenue": f"{st_['revenue']:,.2f}",
-                "revenue / user": num(st_["revenue_per_user"]),
+                "variant": row.name,
+                "users": row.users,
+                "conversions": row.conversions,
+                "conversion rate": pct(row.conversion_rate),
+                "revenue": f"{row.revenue:,.2f}",
+                "revenue / user": num(row.revenue_per_user),
             }
-            for name, st_ in report["variants"].items()
+            for row in report.variants
         ]
     )
 
 
-def _significance_table(results: list[dict[str, Any]]) -> pd.DataFrame:
+def _prob_beats(r: ArmMetricResult) -> float | None:
+    return None if r.bayes is None else r.bayes.prob_treatment_beats_control
+
+
+def _significance_table(results: tuple[ArmMetricResult, ...]) -> pd.DataFrame:
     rows = []
     for r in results:
-        fixed, seq, cuped, bayes = r["fixed_horizon"], r["sequential"], r["cuped"], r["bayes"] or {}
-        kind = "pct" if r["metric"] == "conversion" else "num"
+        fixed, seq, cuped = r.fixed_horizon, r.sequential, r.cuped
+        kind = "pct" if r.metric == "conversion" else "num"
         rows.append(
             {
-                "arm": r["arm"],
-                "metric": r["metric"],
-                "role": r["role"],
-                "p fixed-horizon": pval(fixed["p_value"]),
-                "p pooled z": pval(fixed.get("p_value_pooled")),
-                "p Holm": pval(r["p_value_holm"]),
-                "p sequential": pval(seq["p_value"]),
-                "P(beat control)": pval(bayes.get("prob_treatment_beats_control")),
-                "CUPED abs diff": pct(cuped["abs_diff"]) if kind == "pct" else num(cuped["abs_diff"]),
-                "CUPED abs CI": ci(cuped["abs_ci"], kind),
-                "CUPED rel lift": pct(cuped["rel_lift"]),
-                "CUPED p": pval(cuped["p_value"]),
-                "variance reduction": pct(cuped.get("variance_reduction"), 1),
+                "arm": r.arm,
+                "metric": r.metric,
+                "role": r.role,
+                "p fixed-horizon": pval(fixed.p_value),
+                "p pooled z": pval(fixed.p_value_pooled if isinstance(fixed, ProportionsResult) else None),
+                "p Holm": pval(r.p_value_holm),
+                "p sequential": pval(seq.p_value),
+                "P(beat control)": pval(_prob_beats(r)),
+                "CUPED abs diff": pct(cuped.abs_diff) if kind == "pct" else num(cuped.abs_diff),
+                "CUPED abs CI": ci(cuped.abs_ci, kind),
+                "CUPED rel lift": pct(cuped.rel_lift),
+                "CUPED p": pval(cuped.p_value),
+                "variance reduction": pct(cuped.variance_reduction, 1),
             }
         )
     return pd.DataFrame(rows)
 
 
-def _lift_table(results: list[dict[str, Any]]) -> pd.DataFrame:
+def _lift_table(results: tuple[ArmMetricResult, ...]) -> pd.DataFrame:
     rows = []
     for r in results:
-        kind = "pct" if r["metric"] == "conversion" else "num"
-        for method, label in charts.METHOD_LABELS.items():
-            c = r[method]
+        kind = "pct" if r.metric == "conversion" else "num"
+        for method in METHODS:
+            c = r.comparison(method)
             rows.append(
                 {
-                    "arm": r["arm"],
-                    "metric": r["metric"],
-                    "method": label,
-                    "abs diff": pct(c["abs_diff"]) if kind == "pct" else num(c["abs_diff"]),
-                    "abs CI": ci(c["abs_ci"], kind),
-                    "rel lift": pct(c["rel_lift"]),
-                    "rel CI": ci(c["rel_ci"], "pct"),
-                    "p": pval(c["p_value"]),
-                    "undefined because": "; ".join(f"{k}: {v}" for k, v in sorted(c["reasons"].items())),
+                    "arm": r.arm,
+                    "metric": r.metric,
+                    "method": charts.METHOD_LABELS[method],
+                    "abs diff": pct(c.abs_diff) if kind == "pct" else num(c.abs_diff),
+                    "abs CI": ci(c.abs_ci, kind),
+                    "rel lift": pct(c.rel_lift),
+                    "rel CI": ci(c.rel_ci, "pct"),
+                    "p": pval(c.p_value),
+                    "undefined because": "; ".join(f"{k}: {v}" for k, v in sorted(c.reasons.items())),
                 }
             )
     return pd.DataFrame(rows)
@@ -177,12 +184,12 @@ def _plain(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]<>()#+\-.!|~$:])", r"\\\1", text)
 
 
-def _model_unusable_banner(unusable: dict[str, Any] | None) -> None:
+def _model_unusable_banner(unusable: ModelNotice | None) -> None:
     """Red banner when the job refuses the experiment's model: it explains an experiment with no new users."""
-    if not unusable:
+    if unusable is None:
         return
     st.error(
-        f"**{_plain(unusable['message'])}.** Reported by the job at {_minute(unusable['ts_iso'])}. Until a usable "
+        f"**{_plain(unusable.message)}.** Reported by the job at {_minute(unusable.ts_iso)}. Until a usable "
         "model version is launched, no customer is assigned to any arm, so the numbers on this page stop growing."
     )
 
@@ -192,94 +199,93 @@ def _verdict_banner(row: loader.ExperimentRow) -> None:
     {"ship": st.success, "dont_ship": st.error}.get(row.decision, st.warning)(row.verdict)
 
 
-def _experiment_page(view: loader.ExperimentView, settings: loader.DashboardSettings) -> None:
-    report, row = view.report, view.row
-    definition, analysis, sample = report["experiment"], report["analysis"], report["sample_size"]
+def _experiment_page(page: loader.ExperimentPage, settings: loader.DashboardSettings) -> None:
+    report, row = page.report, page.row
+    definition, sample, results = report.experiment, report.sample_size, report.results
     st.title(row.name)
     st.caption(
-        f"`{row.id}` v{definition.get('version')} · {_STATUS_ICONS.get(row.status, '')} {row.status} · "
-        f"traffic {pct(row.traffic, 0)} · {row.variants} · owner {definition.get('owner', NA)} · "
-        f"data {row.first_day or NA} → {_minute(report['data_through'])} · {row.days_running} days"
+        f"`{row.id}` v{definition.version} · {_STATUS_ICONS.get(row.status, '')} {row.status} · "
+        f"traffic {pct(row.traffic, 0)} · {row.variants} · owner {definition.owner} · "
+        f"data {row.first_day or NA} → {_minute(report.data_through)} · {row.days_running} days"
     )
-    if definition.get("hypothesis"):
-        st.markdown(f"*{definition['hypothesis']}*")
-    _model_unusable_banner(report.get("model_unusable"))
+    if definition.hypothesis:
+        st.markdown(f"*{definition.hypothesis}*")
+    _model_unusable_banner(report.model_unusable)
 
-    srm = analysis["srm"]
-    if srm["alarm"]:
-        observed = ", ".join(f"{k} {v:,}" for k, v in srm["observed"].items())
-        expected = ", ".join(f"{k} {v:,.0f}" for k, v in srm["expected"].items())
+    srm = report.srm
+    if srm.alarm:
+        observed = ", ".join(f"{k} {v:,}" for k, v in srm.observed.items())
+        expected = ", ".join(f"{k} {v:,.0f}" for k, v in srm.expected.items())
         st.error(
-            f"**Sample-ratio mismatch (SRM): p = {pval(srm['p_value'])} < {srm['threshold']}.** Users are not split "
+            f"**Sample-ratio mismatch (SRM): p = {pval(srm.p_value)} < {srm.threshold}.** Users are not split "
             f"as configured: observed {observed}; expected {expected}. Assignment or logging is broken, so no "
             "result on this page can be trusted until it is fixed."
         )
     _verdict_banner(row)
 
-    planned, total = sample["planned"], sample["total"]
+    planned, total = sample.planned, sample.total
     if planned:
-        progress = sample["progress"] or 0.0
+        progress = sample.progress or 0.0
         st.progress(
             min(progress, 1.0),
-            text=f"Sample size: {total:,} of {planned:,} planned users ({progress:.0%}; {sample['planned_source']})",
+            text=f"Sample size: {total:,} of {planned:,} planned users ({progress:.0%}; {sample.planned_source})",
         )
     else:
         st.info(f"Sample size: {total:,} users; no planned sample size or MDE is set, so progress is unknown.")
 
     st.header("Per variant")
     st.dataframe(_variant_table(report), hide_index=True)
-    primary = definition.get("primary_metric", "conversion")
-    metrics = list(dict.fromkeys(r["metric"] for r in analysis["results"]))
-    for r in (r for r in analysis["results"] if r["metric"] == primary):
+    metrics = list(dict.fromkeys(r.metric for r in results))
+    for r in (r for r in results if r.metric == definition.primary_metric):
         cols = st.columns(4)  # one row per treatment arm, on the primary metric
-        cols[0].metric(f"{r['arm']}: relative lift", pct(r["fixed_horizon"]["rel_lift"]))
-        cols[1].metric(f"{r['arm']}: p fixed-horizon", pval(r["fixed_horizon"]["p_value"]))
-        cols[2].metric(f"{r['arm']}: p sequential", pval(r["sequential"]["p_value"]))
-        cols[3].metric(f"{r['arm']}: P(beat control)", pval((r["bayes"] or {}).get("prob_treatment_beats_control")))
+        cols[0].metric(f"{r.arm}: relative lift", pct(r.fixed_horizon.rel_lift))
+        cols[1].metric(f"{r.arm}: p fixed-horizon", pval(r.fixed_horizon.p_value))
+        cols[2].metric(f"{r.arm}: p sequential", pval(r.sequential.p_value))
+        cols[3].metric(f"{r.arm}: P(beat control)", pval(_prob_beats(r)))
 
     st.header("Lift")
     tabs = st.tabs(metrics) if metrics else []
     for tab, metric in zip(tabs, metrics, strict=True):
         with tab:
-            st.plotly_chart(charts.forest_figure(analysis["results"], metric), key=f"forest_{metric}")
-    st.dataframe(_lift_table(analysis["results"]), hide_index=True)
+            st.plotly_chart(charts.forest_figure(results, metric), key=f"forest_{metric}")
+    st.dataframe(_lift_table(results), hide_index=True)
 
     st.header("Significance")
-    st.dataframe(_significance_table(analysis["results"]), hide_index=True)
+    st.dataframe(_significance_table(results), hide_index=True)
     st.caption(
-        f"Verdict basis: {analysis['verdict']['basis'].replace('_', '-')}. Fixed-horizon p-values are valid once, at "
+        f"Verdict basis: {report.verdict.basis.replace('_', '-')}. Fixed-horizon p-values are valid once, at "
         "the planned size; sequential p-values stay valid however often you look."
     )
 
     st.header("Over time")
     st.plotly_chart(
-        charts.lift_over_time_figure(report["lift_over_time"], analysis["treatments"]), key="lift_over_time"
+        charts.lift_over_time_figure(report.lift_over_time, report.analysis.treatments), key="lift_over_time"
     )
 
     st.header("Decisions and model")
     left, right = st.columns(2)
     with left:
-        st.plotly_chart(charts.funnel_figure(view.funnel), key="funnel")
+        st.plotly_chart(charts.funnel_figure(page.funnel), key="funnel")
         st.dataframe(
-            pd.DataFrame([{"variant": name, **stages} for name, stages in view.funnel.items()]),
+            pd.DataFrame([{"variant": name, **stages} for name, stages in page.funnel.items()]),
             hide_index=True,
         )
     with right:
-        st.plotly_chart(charts.score_histogram_figure(view.score_histogram, definition.get("threshold")), key="scores")
+        st.plotly_chart(charts.score_histogram_figure(page.score_histogram, definition.threshold), key="scores")
 
-    _dead_letters(view.dead_letters)
+    _dead_letters(page.dead_letters)
 
     st.header("Export")
     if st.button("Export report files (md, html, json, csv)", key="export"):
         try:
-            paths = loader.export_reports(settings.store_path, row.id, settings.export_dir, settings.alpha)
-        except AbflowError as error:
+            paths = loader.export_reports(report, settings.export_dir)
+        except (AbflowError, OSError) as error:
             st.error(f"Export failed: {error}")
         else:
             st.success("Wrote " + ", ".join(f"`{p}`" for p in paths))
 
     with st.expander("Methods"):
-        for key, text in sorted(analysis["methods"].items()):
+        for key, text in sorted(report.analysis.methods.items()):
             st.markdown(f"- **{key}**: {text}")
 
 
@@ -301,38 +307,36 @@ def _body(settings: loader.DashboardSettings, choice: str, ids: tuple[str, ...],
     if version is None:
         _empty_state(settings, has_store=problem is not None)
         return
+    store = str(settings.store_path)
     try:
-        overview = loader.cached_overview(str(settings.store_path), version, settings.alpha)
+        index = loader.cached_index(store, version)
+        overview = loader.cached_overview(store, version, settings.alpha) if choice == ALL and index.ids else None
     except AbflowError as error:
         st.warning(f"The results store could not be read just now ({error}); retrying at the next refresh.")
         return
-    current_ids = tuple(r.id for r in overview.experiments)
-    now_live = _is_live(overview, choice)
-    if current_ids != ids or now_live != live:
+    if index.ids != ids or _is_live(index, choice) != live:
         st.rerun(scope="app")  # the sidebar or the refresh schedule must change
-    if not overview.experiments:
+    if not index.ids:
         _empty_state(settings, has_store=True)
-    elif choice == ALL:
+    elif overview is not None:
         _experiment_list(overview)
     else:
         try:
-            view = loader.cached_experiment(str(settings.store_path), choice, version, settings.alpha)
+            page = loader.cached_experiment(store, choice, version, settings.alpha)
         except AbflowError as error:
             st.error(str(error))
             return
-        _experiment_page(view, settings)
+        _experiment_page(page, settings)
     st.caption(
         f"Store `{settings.store_path}` · data version {version} · "
         f"checked {dt.datetime.now(dt.UTC).strftime('%H:%M:%S')} UTC"
     )
 
 
-def _is_live(overview: loader.Overview | None, choice: str) -> bool:
-    if overview is None or not overview.experiments:
+def _is_live(index: loader.ExperimentIndex | None, choice: str) -> bool:
+    if index is None:
         return True  # waiting for the first data
-    if choice == ALL:
-        return any(r.status in _LIVE_STATUSES for r in overview.experiments)
-    return any(r.id == choice and r.status in _LIVE_STATUSES for r in overview.experiments)
+    return index.is_live(None if choice == ALL else choice)
 
 
 def main() -> None:
@@ -345,13 +349,12 @@ def main() -> None:
         return
     version, _ = _read_version(settings)
     try:
-        overview = (
-            None if version is None else loader.cached_overview(str(settings.store_path), version, settings.alpha)
-        )
+        # Only the definitions: the sidebar and the refresh schedule need no statistics.
+        index = None if version is None else loader.cached_index(str(settings.store_path), version)
     except AbflowError:
-        overview = None  # the page body says why
-    if overview is not None:
-        ids = tuple(r.id for r in overview.experiments)
+        index = None  # the page body says why
+    if index is not None:
+        ids = index.ids
         st.session_state["_abflow_ids"] = ids
     else:  # keep the sidebar (and the reader's place) while the store is momentarily unreadable
         ids = st.session_state.get("_abflow_ids", ())
@@ -365,7 +368,7 @@ def main() -> None:
         st.query_params.pop("experiment", None)
     else:
         st.query_params["experiment"] = choice
-    live = _is_live(overview, choice)
+    live = _is_live(index, choice)
     every = settings.refresh_s if live and settings.refresh_s > 0 else None
     if every:
         refresh_note = f"Auto-refresh every {settings.refresh_s:g} s (the data is live)."

@@ -1,4 +1,4 @@
-"""Plotly figures of the dashboard, built from the report model (plain dicts), so they are pure and testable.
+"""Plotly figures of the dashboard, built from the typed report, so they are pure and testable.
 
 Every figure states its scale on its axis: absolute lift in the metric's unit (percentage points for
 conversion, currency per user for revenue), relative lift as treatment / control − 1.
@@ -7,12 +7,14 @@ conversion, currency per user for revenue), relative lift as treatment / control
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from experiment.results.lift_chart import lift_over_time_figure as report_lift_figure
+from experiment.results.report_model import LiftPoint
+from experiment.stats.analysis import METHODS, ArmMetricResult
+from experiment.stats.results import Comparison, Interval
 
 __all__ = [
     "METHOD_LABELS",
@@ -28,15 +30,23 @@ _METHOD_COLOURS = {"fixed_horizon": "#1f77b4", "sequential": "#ff7f0e", "cuped":
 _LAYOUT = {"template": "plotly_white", "margin": {"l": 10, "r": 10, "t": 50, "b": 10}}
 
 
-def _errors(point: float, ci: Sequence[float]) -> tuple[float, float]:
-    return ci[1] - point, point - ci[0]
+def _errors(point: float, ci: Interval) -> tuple[float, float]:
+    return ci.upper - point, point - ci.lower
 
 
-def forest_figure(results: Sequence[Mapping[str, Any]], metric: str) -> go.Figure:
+def _absolute(c: Comparison) -> tuple[float | None, Interval | None]:
+    return c.abs_diff, c.abs_ci
+
+
+def _relative(c: Comparison) -> tuple[float | None, Interval | None]:
+    return c.rel_lift, c.rel_ci
+
+
+def forest_figure(results: Sequence[ArmMetricResult], metric: str) -> go.Figure:
     """Interval plot of one metric: a row per arm × method, absolute lift (left) and relative lift (right).
 
-    `results` are the report model's `analysis.results` entries; rows whose estimate is undefined are left
-    out (the table beside the chart says why).
+    `results` are the report's per arm × metric results; rows whose estimate is undefined are left out (the table
+    beside the chart says why).
     """
     fig = make_subplots(
         rows=1,
@@ -48,18 +58,22 @@ def forest_figure(results: Sequence[Mapping[str, Any]], metric: str) -> go.Figur
             "relative lift (treatment / control − 1)",
         ),
     )
-    for method, label in METHOD_LABELS.items():
-        for col, (point_key, ci_key) in enumerate((("abs_diff", "abs_ci"), ("rel_lift", "rel_ci")), start=1):
-            ys, xs, plus, minus = [], [], [], []
+    for method in METHODS:
+        label = METHOD_LABELS[method]
+        for col, estimate in enumerate((_absolute, _relative), start=1):
+            ys: list[str] = []
+            xs: list[float] = []
+            plus: list[float] = []
+            minus: list[float] = []
             for r in results:
-                if r["metric"] != metric:
+                if r.metric != metric:
                     continue
-                c = r[method]
-                if c.get(point_key) is None or not c.get(ci_key):
+                point, ci = estimate(r.comparison(method))
+                if point is None or ci is None:
                     continue
-                up, down = _errors(c[point_key], c[ci_key])
-                ys.append(f"{r['arm']} · {label}")
-                xs.append(c[point_key])
+                up, down = _errors(point, ci)
+                ys.append(f"{r.arm} · {label}")
+                xs.append(point)
                 plus.append(up)
                 minus.append(down)
             fig.add_trace(
@@ -82,14 +96,14 @@ def forest_figure(results: Sequence[Mapping[str, Any]], metric: str) -> go.Figur
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(
         title=f"{metric}: lift with {METHOD_LABELS['fixed_horizon']}, sequential and CUPED confidence intervals",
-        height=140 + 45 * max(1, len({r["arm"] for r in results if r["metric"] == metric}) * 3),
+        height=140 + 45 * max(1, len({r.arm for r in results if r.metric == metric}) * 3),
         legend={"orientation": "h", "y": -0.15},
         **_LAYOUT,
     )
     return fig
 
 
-def lift_over_time_figure(points: Sequence[Mapping[str, Any]], treatments: Sequence[str]) -> go.Figure:
+def lift_over_time_figure(points: Sequence[LiftPoint], treatments: Sequence[str]) -> go.Figure:
     """The report's lift-over-time figure (same traces and axes), sized for a dashboard column."""
     fig = report_lift_figure(points, treatments)
     fig.update_layout(height=380, **_LAYOUT)

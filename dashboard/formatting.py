@@ -5,7 +5,7 @@ Undefined values (`None` in the report model, always with a reason there) read a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from experiment.stats.results import Interval
 
 __all__ = ["NA", "badge_markdown", "ci", "count", "decision_badge", "num", "pct", "pval"]
 
@@ -38,12 +38,12 @@ def count(value: int | None) -> str:
     return NA if value is None else f"{value:,}"
 
 
-def ci(interval: Sequence[float] | None, kind: str = "num") -> str:
+def ci(interval: Interval | None, kind: str = "num") -> str:
     """An interval '[lower, upper]' on the scale `kind` ('pct' or 'num')."""
-    if not interval:
+    if interval is None:
         return NA
     fmt = pct if kind == "pct" else num
-    return f"[{fmt(interval[0])}, {fmt(interval[1])}]"
+    return f"[{fmt(interval.lower)}, {fmt(interval.upper)}]"
 
 
 def decision_badge(decision: str, arm: str | None = None) -> tuple[str, str]:

@@ -1,13 +1,17 @@
 """What the dashboard shows, loaded from the results store and cached on the store's version.
 
 Why it looks like this:
-- **Pure loaders, cached wrappers.** `load_overview`/`load_experiment` are plain functions from (store path,
-  version) to frozen, picklable view objects; `cached_overview`/`cached_experiment` wrap them in
+- **Pure loaders, cached wrappers.** `load_index`/`load_overview`/`load_experiment` are plain functions from (store
+  path, version) to frozen, picklable values; `cached_index`/`cached_overview`/`cached_experiment` wrap them in
   `st.cache_data`. The version is part of the cache key, so an auto-refresh that finds the same
-  `ResultsStore.version()` recomputes nothing, and any new record (the version only grows) recomputes
-  everything once.
-- **One source of numbers.** The experiment page is built from `experiment.results.report.build_report`, the model
-  `abflow report` renders, so the dashboard and the exported files can never disagree.
+  `ResultsStore.version()` recomputes nothing, and any new record (the version only grows) recomputes everything
+  once.
+- **One source of numbers, computed once per page.** Every experiment's numbers come from
+  `experiment.results.report.build_report`, the typed report `abflow report` renders, so the dashboard and the
+  exported files can never disagree. A page builds only what it shows: the sidebar and the refresh schedule need
+  just the definitions (`load_index`), the list one report per experiment, an experiment's page its one report
+  (whose row, export and charts all read that same value), so each page runs the analysis once per experiment it
+  shows.
 - **Short-lived read-only connections.** DuckDB lets one process at a time hold a file that a writer has
   open. The collector opens the store per batch and retries while a reader holds it; the dashboard does the
   same from the other side: each load opens the file read-only, retries briefly while the collector writes,
@@ -24,35 +28,40 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import streamlit as st
 
+from experiment.core.definition import ExperimentDefinition
 from experiment.core.errors import ConfigError, InfraError
-from experiment.results.report import FORMATS, build_report, write_report
+from experiment.results.report import FORMATS, Report, build_report, write_report
 from experiment.results.store import ResultsStore
-from experiment.stats.analysis import AnalysisConfig, analyse
 
 __all__ = [
+    "LIVE_STATUSES",
     "LOAD_COUNTS",
     "DashboardSettings",
+    "ExperimentIndex",
+    "ExperimentPage",
     "ExperimentRow",
-    "ExperimentView",
     "Overview",
     "cached_experiment",
+    "cached_index",
     "cached_overview",
     "export_reports",
     "load_experiment",
+    "load_index",
     "load_overview",
     "read_version",
     "settings_from_env",
 ]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 DEFAULT_REFRESH_S = 10.0
 SCORE_BINS = 20
 LOCK_WAIT_S = 3.0
+#: Statuses whose data still grows, so a page showing them refreshes itself.
+LIVE_STATUSES = frozenset({"running"})
 
 # How often each pure loader actually ran in this process: lets a test prove that an unchanged store version
 # is served from the cache.
@@ -98,6 +107,27 @@ def settings_from_env(env: dict[str, str] | None = None) -> DashboardSettings:
 
 
 @dataclass(frozen=True)
+class ExperimentIndex:
+    """The experiments in the store, without their numbers: what the sidebar and the refresh schedule need."""
+
+    version: int
+    definitions: tuple[ExperimentDefinition, ...]
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """The experiment ids, sorted."""
+        return tuple(d.id for d in self.definitions)
+
+    def is_live(self, experiment_id: str | None = None) -> bool:
+        """Whether that experiment (None: any experiment) is still gaining data, or the store has none yet."""
+        if not self.definitions:
+            return True  # waiting for the first data
+        return any(
+            d.status in LIVE_STATUSES for d in self.definitions if experiment_id is None or d.id == experiment_id
+        )
+
+
+@dataclass(frozen=True)
 class ExperimentRow:
     """One line of the experiment list."""
 
@@ -129,12 +159,12 @@ class Overview:
 
 
 @dataclass(frozen=True)
-class ExperimentView:
-    """Everything an experiment's page needs: the report model plus the pipeline's health."""
+class ExperimentPage:
+    """Everything an experiment's page needs: its report plus the pipeline's health."""
 
     version: int
     row: ExperimentRow
-    report: dict[str, Any]
+    report: Report
     funnel: dict[str, dict[str, int]]
     score_histogram: tuple[tuple[float, float, int], ...]
     dead_letters: dict[str, int]
@@ -152,7 +182,7 @@ def _read_only(store_path: str | Path, wait_s: float | None = None) -> Iterator[
         except InfraError as error:
             if time.monotonic() > deadline or not Path(store_path).exists():
                 raise
-            log.debug("store busy, retrying path=%s reason=%s", store_path, error)
+            logger.debug("store busy, retrying path=%s reason=%s", store_path, error)
             time.sleep(0.1)
     try:
         yield store
@@ -169,65 +199,71 @@ def read_version(store_path: str | Path) -> int | None:
         return store.version()
 
 
-def _row(store: ResultsStore, definition: dict[str, Any], alpha: float) -> ExperimentRow:
-    experiment_id = str(definition["id"])
-    config = AnalysisConfig.from_definition(definition, alpha=alpha)
-    stats = store.variant_stats(experiment_id)
-    daily = store.daily_stats(experiment_id)
-    analysis = analyse(config, stats, [snapshot for _, snapshot in daily])
-    target = analysis.planned_sample_size
+def _row(report: Report) -> ExperimentRow:
+    """The list's line of one experiment, read off its report (no second analysis)."""
+    definition, analysis, days = report.experiment, report.analysis, report.days
     return ExperimentRow(
-        id=experiment_id,
-        name=str(definition.get("name") or experiment_id),
-        status=str(definition.get("status", "unknown")),
-        traffic=float(definition.get("traffic", 1.0)),
-        variants=" / ".join(f"{v['name']} {float(v['weight']):.0%}" for v in definition.get("variants", [])),
+        id=definition.id,
+        name=definition.name,
+        status=definition.status,
+        traffic=definition.traffic,
+        variants=" / ".join(f"{v.name} {v.weight:.0%}" for v in definition.variants),
         users=analysis.total_users,
-        planned=target,
-        progress=None if not target else analysis.total_users / target,
-        days_running=len(daily),
-        first_day=daily[0][0].isoformat() if daily else None,
-        last_day=daily[-1][0].isoformat() if daily else None,
-        decision=analysis.verdict.decision,
-        verdict_arm=analysis.verdict.arm,
-        verdict=analysis.verdict.explanation,
-        srm_alarm=analysis.srm.alarm,
-        srm_p_value=analysis.srm.p_value,
+        planned=report.sample_size.planned,
+        progress=report.sample_size.progress,
+        days_running=len(days),
+        first_day=days[0] if days else None,
+        last_day=days[-1] if days else None,
+        decision=report.verdict.decision,
+        verdict_arm=report.verdict.arm,
+        verdict=report.verdict.explanation,
+        srm_alarm=report.srm.alarm,
+        srm_p_value=report.srm.p_value,
     )
+
+
+def load_index(store_path: str, version: int) -> ExperimentIndex:
+    """The experiments' definitions, no statistics (`version` only keys the cache)."""
+    LOAD_COUNTS["index"] += 1
+    with _read_only(store_path) as store:
+        definitions = tuple(store.experiments())
+    return ExperimentIndex(version=version, definitions=definitions)
 
 
 def load_overview(store_path: str, version: int, alpha: float = 0.05) -> Overview:
     """Summarise every experiment in the store (`version` only keys the cache)."""
     LOAD_COUNTS["overview"] += 1
     with _read_only(store_path) as store:
-        rows = tuple(_row(store, d, alpha) for d in store.experiments())
+        rows = tuple(_row(build_report(store, d.id, alpha=alpha)) for d in store.experiments())
         dead = store.dead_letter_counts()
-    log.info("overview loaded store=%s version=%d experiments=%d", store_path, version, len(rows))
+    logger.info("overview loaded store=%s version=%d experiments=%d", store_path, version, len(rows))
     return Overview(version=version, experiments=rows, dead_letters=dead)
 
 
-def load_experiment(store_path: str, experiment_id: str, version: int, alpha: float = 0.05) -> ExperimentView:
+def load_experiment(store_path: str, experiment_id: str, version: int, alpha: float = 0.05) -> ExperimentPage:
     """Load one experiment's page (`version` only keys the cache); raises `ExperimentError` if unknown."""
     LOAD_COUNTS["experiment"] += 1
     with _read_only(store_path) as store:
         report = build_report(store, experiment_id, alpha=alpha)
-        row = _row(store, report["experiment"], alpha)
         funnel = store.funnel(experiment_id)
         histogram = tuple(store.score_histogram(experiment_id, SCORE_BINS))
         dead = store.dead_letter_counts()
-    log.info("experiment loaded store=%s experiment_id=%s version=%d", store_path, experiment_id, version)
-    return ExperimentView(
-        version=version, row=row, report=report, funnel=funnel, score_histogram=histogram, dead_letters=dead
+    logger.info("experiment loaded store=%s experiment_id=%s version=%d", store_path, experiment_id, version)
+    return ExperimentPage(
+        version=version, row=_row(report), report=report, funnel=funnel, score_histogram=histogram, dead_letters=dead
     )
 
 
-def export_reports(store_path: str | Path, experiment_id: str, out_dir: str | Path, alpha: float = 0.05) -> list[Path]:
-    """Write `report-<id>.<format>` for every format of `abflow report` into `out_dir`; returns the paths."""
-    with _read_only(store_path) as store:
-        model = build_report(store, experiment_id, alpha=alpha)
-    return [write_report(model, fmt, Path(out_dir) / f"report-{experiment_id}.{fmt}") for fmt in FORMATS]
+def export_reports(report: Report, out_dir: str | Path) -> list[Path]:
+    """Write `report-<id>.<format>` for every format of `abflow report` into `out_dir`; returns the paths.
+
+    It writes the report the page shows (no new analysis), so the files say what the reader saw.
+    """
+    experiment_id = report.experiment.id
+    return [write_report(report, fmt, Path(out_dir) / f"report-{experiment_id}.{fmt}") for fmt in FORMATS]
 
 
 # Cached wrappers: every argument is part of the key, and `version` changes whenever the data does.
+cached_index = st.cache_data(show_spinner=False, max_entries=16)(load_index)
 cached_overview = st.cache_data(show_spinner=False, max_entries=16)(load_overview)
 cached_experiment = st.cache_data(show_spinner=False, max_entries=64)(load_experiment)

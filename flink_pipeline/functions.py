@@ -8,17 +8,14 @@ boundary once in and once out (the speed floor depends on it). Per record it
 - validates with `experiment.core.events`; a bad record (any reason, including an unexpected exception) becomes a
   `dead-letter` record with its source topic/partition/offset, the whole raw value and the exact reason; the job
   never fails on a record;
-- for a session and each *running* experiment: assigns with the pure `experiment.core.assignment.assign`; the control
-  gets "hide" and is never scored; treatment arms are scored with the experiment's verified PMML scorer and shown
-  when score >= threshold. One `assignments` record per (session, running experiment). Keyed state remembers the
-  customer's first exposure per experiment (variant, event time, pre-period purchases);
-- for an outcome: attributes it to each experiment whose first exposure precedes it within the attribution
-  window. Outcomes that arrive before an exposure are held for `hold_ms` (processing-time timers) in case the
-  exposure is merely late; purchases seen before a first exposure feed its CUPED covariate
-  (`pre_period_purchases`).
+- decides, attributes and holds with the pure rules of `experiment.core.decisions` (who is assigned, scored and
+  shown; first exposures; attribution windows; held outcomes and their expiry; pre-period purchases), on the
+  customer's `CustomerState`. This function is their adapter: parse, read state, call the rules, then write
+  state, register timers, count metrics and emit one `assignments` record per (session, running experiment) and
+  one `attributed-outcomes` record per attribution. Scorers are the experiments' verified PMML scorers.
 
-Speed (see README "pipeline"): in thread mode every state access and every Flink metric call is a JNI call costing
-tens of microseconds, so each customer's state is ONE pickled value (read at most once per record, written only
+Speed (see docs/pipeline.md and BENCHMARKS.md): in thread mode every state access and every Flink metric call is
+a JNI call, so each customer's state is ONE pickled value (read at most once per record, written only
 when it changes) behind a write-through cache, and metrics are counted in Python and flushed to Flink counters
 once a second. The cache is safe because a key belongs to exactly one subtask and only this function writes its
 state; after a restore or rescale `open()` starts with an empty cache and reads state again.
@@ -34,10 +31,9 @@ the broadcast stream, when its definition arrives; never per record and never in
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -46,17 +42,22 @@ from pyflink.datastream.functions import KeyedBroadcastProcessFunction, RuntimeC
 from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
 
 from experiment.core import events
-from experiment.core.assignment import assign
+from experiment.core.decisions import (
+    Assigned,
+    Attribution,
+    CustomerState,
+    Exposed,
+    Scorer,
+    Skipped,
+    decide_session,
+    expire_held,
+    record_outcome,
+    record_session,
+)
+from experiment.core.view import ExperimentView, parse_definition
 from experiment.runtime.config import KafkaSettings
-from flink_pipeline.experiments import ExperimentView, parse_definition
 
-__all__ = [
-    "EXPERIMENTS_STATE",
-    "OUTPUT_TYPE",
-    "RAW_TYPE",
-    "DecideFunction",
-    "Topics",
-]
+__all__ = ["EXPERIMENTS_STATE", "OUTPUT_TYPE", "RAW_TYPE", "DecideFunction", "Topics"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,13 +102,11 @@ JOB_COUNTERS = (
     "definitions_rejected",
 )
 _CACHE_LIMIT = 200_000
-#: Version of the tuple layout `_Customer.to_state` writes; bump it when that layout changes.
-_STATE_FORMAT = 1
 _FLUSH_EVERY_S = 1.0
 
 
 def _to_json(record: dict[str, Any]) -> str:
-    """The output record as compact JSON with sorted keys, like `events.to_json`, in a fifth of the time.
+    """The output record as compact JSON with sorted keys, like `events.to_json`, only faster (orjson).
 
     orjson writes the same objects (floats in shortest round-trip form, e.g. `1e-5` where `json` writes `1e-05`:
     the same number). It would write NaN as null where `json` refuses it; callers never pass a non-finite float
@@ -127,62 +126,6 @@ class Topics:
     attributed_outcomes: str
     dead_letter: str
     experiment_health: str
-
-
-@dataclass
-class _Exposure:
-    """A customer's first exposure to one experiment."""
-
-    variant: str
-    ts: int
-    pre_period_purchases: int
-
-
-@dataclass
-class _Held:
-    """An outcome kept because some running experiment had not exposed the customer yet."""
-
-    outcome: events.Outcome
-    expires_at: int
-    attributed_to: set[str] = field(default_factory=set)
-
-
-def _outcome_fields(outcome: events.Outcome) -> tuple[Any, ...]:
-    """The fields of an outcome in `events.Outcome`'s order, so `events.Outcome(*fields)` rebuilds it."""
-    return (outcome.event_id, outcome.customer_id, outcome.ts, outcome.type, outcome.category, outcome.revenue)
-
-
-@dataclass
-class _Customer:
-    """Everything the job keeps per customer: one value, so one state read per record."""
-
-    exposures: dict[str, _Exposure] = field(default_factory=dict)
-    #: Purchases seen (and no longer held) before any later first exposure: part of the CUPED covariate.
-    purchases: int = 0
-    held: list[_Held] = field(default_factory=list)
-
-    def to_state(self) -> tuple[Any, ...]:
-        """Plain tuples for the state backend: pickling them takes a seventh of the time the dataclasses take."""
-        return (
-            _STATE_FORMAT,
-            {exp_id: (e.variant, e.ts, e.pre_period_purchases) for exp_id, e in self.exposures.items()},
-            self.purchases,
-            [(_outcome_fields(item.outcome), item.expires_at, tuple(sorted(item.attributed_to))) for item in self.held],
-        )
-
-    @classmethod
-    def from_state(cls, state: tuple[Any, ...]) -> _Customer:
-        """The inverse of `to_state`."""
-        version, exposures, purchases, held = state
-        if version != _STATE_FORMAT:
-            raise ValueError(f"customer state format {version!r} is not {_STATE_FORMAT}")
-        return cls(
-            exposures={exp_id: _Exposure(*fields) for exp_id, fields in exposures.items()},
-            purchases=purchases,
-            held=[
-                _Held(events.Outcome(*outcome), expires_at, set(attributed)) for outcome, expires_at, attributed in held
-            ],
-        )
 
 
 class _Metrics:
@@ -277,12 +220,12 @@ class DecideFunction(KeyedBroadcastProcessFunction):
         self._snapshot_timeout_s = snapshot_timeout_s
         # Runtime-only attributes, filled in open().
         self._state: Any = None
-        self._cache: dict[str, _Customer] = {}
+        self._cache: dict[str, CustomerState] = {}
         self._views: dict[str, ExperimentView] = {}
         self._views_loaded = False
         # Keyed by (model version, PMML path): two experiments naming one version but different files must each
         # have their own file checked, or a tampered copy would borrow the verified scorer of the good one.
-        self._scorers: dict[tuple[str, str], Any] = {}
+        self._scorers: dict[tuple[str, str], Scorer] = {}
         self._broken_models: dict[tuple[str, str], str] = {}
         #: (experiment id, model version) pairs whose health this task has written to `experiment-health`.
         self._health_reported: set[tuple[str, str]] = set()
@@ -436,22 +379,22 @@ class DecideFunction(KeyedBroadcastProcessFunction):
                 session = events.parse_session(raw, feature_names=self._feature_names, max_bytes=self._max_bytes)
                 self._check_key(session.customer_id, ctx)
                 self._ensure_views(ctx)
-                # All or nothing (a list first): a failure part-way emits none of the session's records.
-                yield from list(self._on_session(session))
+                rows = self._on_session(session)
             elif topic == self._topics.outcomes:
                 outcome = events.parse_outcome(raw, max_bytes=self._max_bytes)
                 self._check_key(outcome.customer_id, ctx)
                 self._ensure_views(ctx)
-                yield from list(self._on_outcome(outcome, ctx))
+                rows = self._on_outcome(outcome, ctx)
             else:
                 raise events.InvalidEvent(f"record from unexpected topic {topic!r}")
+            # All or nothing: every row is built, and the state written, before the first one is emitted.
+            yield from rows
         except events.InvalidEvent as exc:
             yield self._dead_letter(raw, topic, partition, offset, exc.reason)
         except Exception as exc:  # a record must never fail the job; keep the reason
-            # The failure may have changed the cached customer before it was saved: forget it, so the customer
-            # is read again from the state backend, which holds the last consistent version.
-            self._cache.pop(ctx.get_current_key(), None)
-            self._health_reported.clear()  # a health record built for this session was dropped with it: resend
+            # States are immutable and written only after all rows are built: the cache still holds the last
+            # saved version. A health record built for this session was dropped with it: send it again.
+            self._health_reported.clear()
             logger.exception("unexpected error topic=%s partition=%s offset=%s", topic, partition, offset)
             yield self._dead_letter(raw, topic, partition, offset, f"unexpected {type(exc).__name__}: {exc}")
         metrics.maybe_flush(self._log_every_s)
@@ -472,93 +415,86 @@ class DecideFunction(KeyedBroadcastProcessFunction):
         )
         return Row(self._topics.dead_letter, f"{topic}/{partition}/{offset}", events.to_json(record))
 
-    def _load(self, customer_id: str) -> _Customer:
+    def _load(self, customer_id: str) -> CustomerState:
         customer = self._cache.get(customer_id)
         if customer is None:
             state = self._state.value()
-            customer = _Customer() if state is None else _Customer.from_state(state)
+            customer = CustomerState() if state is None else CustomerState.from_state(state)
             self._remember(customer_id, customer)
         return customer
 
-    def _save(self, customer_id: str, customer: _Customer) -> None:
+    def _save(self, customer_id: str, customer: CustomerState) -> None:
         self._state.update(customer.to_state())  # PICKLED_BYTE_ARRAY: PyFlink pickles the tuple
         self._remember(customer_id, customer)
 
-    def _remember(self, customer_id: str, customer: _Customer) -> None:
+    def _remember(self, customer_id: str, customer: CustomerState) -> None:
         if len(self._cache) >= _CACHE_LIMIT:
             del self._cache[next(iter(self._cache))]
         self._cache[customer_id] = customer
 
-    def _on_session(self, session: events.Session) -> Any:
+    def _on_session(self, session: events.Session) -> list[Row]:
+        """Decide for every experiment, then record the assignments (state read only if one assigns the customer)."""
         metrics = self._metrics
         assert metrics is not None
         metrics.job("sessions")
-        customer: _Customer | None = None
-        changed = False
-        running = 0
         decided_ts = int(time.time() * 1000)
-        for view in self._views.values():
-            if not view.is_running:
+        arms = decide_session(session.customer_id, session.features, self._views.values(), self._scorer)
+        assigned = [arm for arm in arms if isinstance(arm, Assigned)]
+        result = record_session(self._load(session.customer_id), session, assigned) if assigned else None
+        exposed = iter(result.exposed if result is not None else ())
+        rows: list[Row] = []
+        running = 0
+        for arm in arms:
+            view = arm.view
+            if isinstance(arm, Skipped) and arm.reason == "not_running":
                 metrics.exp(view.id, f"sessions_skipped_{view.status}")
                 continue
             running += 1
             metrics.exp(view.id, "sessions")
-            scorer = self._scorer(view)
             if (view.id, view.model_version) not in self._health_reported:
-                yield self._health(view, scorer is not None, decided_ts)
-            if scorer is None:
-                # No arm is assigned while the model is unusable: skipping only the treatment would unbalance
-                # the arms and bias the comparison. The experiment simply does not run (visible in the metrics
-                # and, through `experiment-health`, wherever users look at the experiment).
-                metrics.exp(view.id, "model_unusable")
+                usable = not (isinstance(arm, Skipped) and arm.reason == "model_unusable")
+                rows.append(self._health(view, usable, decided_ts))
+            if isinstance(arm, Skipped):  # model_unusable (the experiment does not run) or not_in_traffic
+                metrics.exp(view.id, arm.reason)
                 continue
-            variant = assign(view.salt, session.customer_id, view.traffic, view.weights)
-            if variant is None:
-                metrics.exp(view.id, "not_in_traffic")
-                continue
-            score: float | None = None
-            model_version: str | None = None
-            decision = "hide"
-            if view.is_scored(variant):
-                score = float(scorer.score_one(session.features))
-                if not math.isfinite(score):  # as `json` would: never write a non-finite score
-                    raise ValueError(f"Out of range float values are not JSON compliant: score={score}")
-                model_version = view.model_version
-                metrics.exp(view.id, "scored")
-                if score >= view.threshold:
-                    decision = "show"
-                    metrics.exp(view.id, "shown")
-            if customer is None:
-                customer = self._load(session.customer_id)
-            exposure = customer.exposures.get(view.id)
-            first = exposure is None
-            if exposure is None:
-                exposure = _Exposure(variant, session.ts, session.purchases + self._pre_period(customer, session.ts))
-                customer.exposures[view.id] = exposure
-                changed = True
-                metrics.exp(view.id, "first_exposures")
-            metrics.exp(view.id, f"assigned_{variant}")
-            record = events.assignment_record(
-                event_id=session.event_id,
-                experiment_id=view.id,
-                experiment_version=view.version,
-                customer_id=session.customer_id,
-                variant=variant,
-                score=score,
-                decision=decision,
-                model_version=model_version,
-                first_exposure=first,
-                event_ts=session.ts,
-                decided_ts=decided_ts,
-                pre_period_purchases=exposure.pre_period_purchases,
-            )
-            yield Row(self._topics.assignments, session.customer_id, _to_json(record))
-            if first:
-                yield from self._attribute_held(view, exposure, customer)
+            rows.extend(self._assignment_rows(session, next(exposed), decided_ts))
         if running == 0:
             metrics.job("sessions_no_running_experiment")
-        if changed and customer is not None:
-            self._save(session.customer_id, customer)
+        if result is not None and result.changed:
+            self._save(session.customer_id, result.state)
+        return rows
+
+    def _assignment_rows(self, session: events.Session, exposed: Exposed, decided_ts: int) -> list[Row]:
+        """The `assignments` record of one assignment, then the held outcomes its first exposure now gets."""
+        metrics = self._metrics
+        assert metrics is not None
+        arm, view = exposed.arm, exposed.arm.view
+        if arm.score is not None:
+            metrics.exp(view.id, "scored")
+        if arm.decision == "show":
+            metrics.exp(view.id, "shown")
+        if exposed.first:
+            metrics.exp(view.id, "first_exposures")
+        metrics.exp(view.id, f"assigned_{arm.variant}")
+        record = events.assignment_record(
+            event_id=session.event_id,
+            experiment_id=view.id,
+            experiment_version=view.version,
+            customer_id=session.customer_id,
+            variant=arm.variant,
+            score=arm.score,
+            decision=arm.decision,
+            model_version=view.model_version if arm.score is not None else None,
+            first_exposure=exposed.first,
+            event_ts=session.ts,
+            decided_ts=decided_ts,
+            pre_period_purchases=exposed.exposure.pre_period_purchases,
+        )
+        rows = [Row(self._topics.assignments, session.customer_id, _to_json(record))]
+        for attribution in exposed.late:
+            metrics.exp(view.id, "late_outcomes")
+            rows.append(self._attributed(attribution))
+        return rows
 
     def _health(self, view: ExperimentView, usable: bool, ts: int) -> Row:
         """The `experiment-health` record of the experiment's model version, written once per task and version.
@@ -577,85 +513,56 @@ class DecideFunction(KeyedBroadcastProcessFunction):
         )
         return Row(self._topics.experiment_health, view.id, _to_json(record))
 
-    @staticmethod
-    def _pre_period(customer: _Customer, exposure_ts: int) -> int:
-        """Purchases this job saw from the customer before `exposure_ts` (the CUPED covariate's stream part)."""
-        return customer.purchases + sum(1 for item in customer.held if item.outcome.ts < exposure_ts)
-
-    def _attribute_held(self, view: ExperimentView, exposure: _Exposure, customer: _Customer) -> Any:
-        """A first exposure arrived after some outcomes: attribute the held ones that follow it."""
-        for item in customer.held:
-            if self._in_window(view, exposure, item.outcome):
-                item.attributed_to.add(view.id)
-                assert self._metrics is not None
-                self._metrics.exp(view.id, "late_outcomes")
-                yield self._attributed(view, exposure, item.outcome)
-
-    @staticmethod
-    def _in_window(view: ExperimentView, exposure: _Exposure, outcome: events.Outcome) -> bool:
-        return exposure.ts <= outcome.ts <= exposure.ts + view.attribution_window_ms
-
-    def _attributed(self, view: ExperimentView, exposure: _Exposure, outcome: events.Outcome) -> Row:
+    def _attributed(self, attribution: Attribution) -> Row:
         assert self._metrics is not None
-        self._metrics.exp(view.id, "outcomes_attributed")
+        self._metrics.exp(attribution.experiment_id, "outcomes_attributed")
+        outcome = attribution.outcome
         record = events.attributed_outcome_record(
-            experiment_id=view.id,
+            experiment_id=attribution.experiment_id,
             customer_id=outcome.customer_id,
-            variant=exposure.variant,
+            variant=attribution.variant,
             outcome=outcome,
-            exposure_ts=exposure.ts,
+            exposure_ts=attribution.exposure_ts,
         )
         return Row(self._topics.attributed_outcomes, outcome.customer_id, _to_json(record))
 
-    def _on_outcome(self, outcome: events.Outcome, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> Any:
+    def _on_outcome(self, outcome: events.Outcome, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> list[Row]:
+        """Attribute the outcome; hold it (with a processing-time timer) while an exposure may still be late."""
         metrics = self._metrics
         assert metrics is not None
         metrics.job("outcomes")
-        customer = self._load(outcome.customer_id)
-        attributed: set[str] = set()
-        for exp_id, exposure in customer.exposures.items():
-            view = self._views.get(exp_id)
-            if view is None:
-                continue
-            if self._in_window(view, exposure, outcome):
-                attributed.add(exp_id)
-                yield self._attributed(view, exposure, outcome)
-            elif outcome.ts > exposure.ts:
-                metrics.exp(exp_id, "outcomes_outside_window")
-            else:
-                metrics.exp(exp_id, "outcomes_before_exposure")
-        running = [v.id for v in self._views.values() if v.is_running]
-        if not running or any(exp_id not in customer.exposures for exp_id in running):
-            # Some running experiment has not exposed this customer (yet), or no definition has arrived yet (job
-            # start-up): hold the outcome for a bounded time in case the exposure is only late.
-            now = ctx.timer_service().current_processing_time()
-            customer.held.append(_Held(outcome, now + self._hold_ms, attributed))
-            ctx.timer_service().register_processing_time_timer(now + self._hold_ms)
-            if not customer.exposures:
+        result = record_outcome(
+            self._load(outcome.customer_id),
+            outcome,
+            self._views,
+            hold_ms=self._hold_ms,
+            now=lambda: ctx.timer_service().current_processing_time(),
+        )
+        rows = [self._attributed(attribution) for attribution in result.attributed]
+        for exp_id, reason in result.unattributed:
+            metrics.exp(exp_id, f"outcomes_{reason}")
+        if result.held_until is not None:
+            ctx.timer_service().register_processing_time_timer(result.held_until)
+            if result.orphan:
                 metrics.job("orphan_outcomes_held")
-        else:
-            customer.purchases += 1
-        self._save(outcome.customer_id, customer)
+        self._save(outcome.customer_id, result.state)
+        return rows
 
     def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext) -> Any:
         """Release held outcomes whose hold time is over; from now on they count only as pre-period purchases."""
         customer_id = ctx.get_current_key()
-        customer = self._load(customer_id)
-        expired = [item for item in customer.held if item.expires_at <= timestamp]
-        if expired:
-            customer.held = [item for item in customer.held if item.expires_at > timestamp]
-            customer.purchases += len(expired)
-            orphans = sum(1 for item in expired if not item.attributed_to)
-            if orphans:
+        result = expire_held(self._load(customer_id), timestamp)
+        if result.expired:
+            if result.orphans:
                 assert self._metrics is not None
-                self._metrics.job("orphan_outcomes_expired", orphans)
-                logger.info("held outcomes expired unattributed customer_id=%s count=%d", customer_id, orphans)
-            self._save(customer_id, customer)
+                self._metrics.job("orphan_outcomes_expired", result.orphans)
+                logger.info("held outcomes expired unattributed customer_id=%s count=%d", customer_id, result.orphans)
+            self._save(customer_id, result.state)
         yield from ()
 
     # -- helpers ------------------------------------------------------------------------------------------------
 
-    def _scorer(self, view: ExperimentView) -> Any:
+    def _scorer(self, view: ExperimentView) -> Scorer | None:
         """The verified scorer of the experiment's model version, loaded once per version per task."""
         scorer = self._scorers.get(_model_key(view))
         if scorer is not None:

@@ -1,6 +1,6 @@
 """The abflow decision job: Kafka `sessions`/`outcomes` (+ broadcast `experiments`) in; decisions out, exactly once.
 
-Topology (see README "pipeline")::
+Topology (see docs/pipeline.md)::
 
     kafka sessions;outcomes (raw bytes + topic/partition/offset)     kafka experiments (from earliest)
         -> key by the message key = customer id (in Java)                       |
@@ -64,7 +64,7 @@ _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True)
 class JobConfig:
-    """Every knob of the job, with the defaults we run with (README "pipeline" explains each choice)."""
+    """Every knob of the job, with the defaults we run with (docs/pipeline.md explains each choice)."""
 
     job_name: str = "abflow-decisions"
     parallelism: int = 1
@@ -303,8 +303,8 @@ def _keyed_in_java(t_env: Any, table: str) -> Any:
     """Key the raw event stream by customer id *in Java*, so no Python operator runs before the exchange.
 
     `DataStream.key_by` always inserts a Python operator that computes the key (and converts every row Java ->
-    Python -> Java once more). Here the key is the Kafka message key, which DESIGN.md fixes as the customer id
-    ('' when absent; `DecideFunction` dead-letters any record whose `customer_id` differs from its key), and
+    Python -> Java once more). Here the key is the Kafka message key, which every producer sets to the customer
+    id ('' when absent; `DecideFunction` dead-letters any record whose `customer_id` differs from its key), and
     the stream is keyed with the same Java key selector PyFlink's `key_by` uses, on rows shaped as PyFlink's
     keyed operators expect them: `Row(key, value)`. Python therefore touches each record once, in `DecideFunction`.
     """

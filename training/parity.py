@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from experiment.core.errors import ModelError, ParityError
+from experiment.model.card import ParityResult
 from experiment.model.pmml_guard import check_pmml
-from training.model_card import ParityResult
 
 __all__ = [
     "DEFAULT_TOLERANCE",

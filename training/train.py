@@ -14,9 +14,9 @@ Steps:
 3. Evaluate on the test set at the decision threshold: accuracy, ROC AUC, confusion matrix
    -> ``classification_report_xgboost.txt``; the same for a RandomForest baseline
    -> ``classification_report_randomforest.txt``.
-4. Export the best pipeline with nyoka's ``xgboost_to_pmml``, correct it (`training.pmml_fix`)
+4. Export the best pipeline with nyoka's ``xgboost_to_pmml``, correct it (`experiment.model.pmml_fix`)
    -> ``xgboost_model.pmml``; score the whole test set with pypmml and compare (`training.parity`).
-5. ``predictions_test.csv`` (``customer_id``, ``p_native``) and ``model.json`` (`training.model_card`). A
+5. ``predictions_test.csv`` (``customer_id``, ``p_native``) and ``model.json`` (`experiment.model.card`). A
    parity failure still writes model.json with ``parity.passed = false`` (launch refuses it), then raises
    `ParityError`.
 """
@@ -39,9 +39,12 @@ import numpy as np
 import pandas as pd
 
 from experiment.core.errors import AbflowError, ConfigError
+from experiment.model import card as model_card
+from experiment.model import pmml_fix
+from experiment.model.digest import sha256_file
 from experiment.model.pmml_guard import check_pmml
 from training import dataset as dataset_module
-from training import model_card, parity, pmml_fix
+from training import parity
 
 __all__ = [
     "DEFAULT_DATA_DIR",
@@ -70,7 +73,7 @@ FULL_GRID: dict[str, list[Any]] = {
     "xgb__learning_rate": [0.05, 0.1],
     "xgb__min_child_weight": [1, 5],
 }
-"""The documented search space (README "training"): 32 candidates."""
+"""The documented search space (docs/data-and-training.md): 32 candidates."""
 
 QUICK_GRID: dict[str, list[Any]] = {
     "xgb__max_depth": [2, 3],
@@ -296,7 +299,7 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
 
     files["pmml"], fix_report = _export_pmml(best, features, out)
     result = parity.check_parity(files["pmml"], data.X_test, p_native, features, config.threshold, config.tolerance)
-    model_version = model_card.sha256_file(files["pmml"])
+    model_version = sha256_file(files["pmml"])
     card = {
         "model_version": model_version,
         "pmml_file": FILES["pmml"],

@@ -9,8 +9,7 @@ from typing import Annotated
 
 import typer
 
-from experiment.cli.common import erased_on_failure, fail
-from experiment.core.errors import AbflowError
+from experiment.cli.common import erased_on_failure
 
 __all__ = ["collect"]
 
@@ -67,8 +66,6 @@ def collect(
                 from_beginning=from_beginning,
                 should_stop=lambda: stop["now"],
             )
-    except AbflowError as error:
-        fail(error)
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)

@@ -1,4 +1,9 @@
-"""What every command shares: logging set-up, one-line errors, and the settings flags."""
+"""What every command shares: logging set-up, the `--verbose` flag, one-line errors and progress displays.
+
+Commands do not catch `AbflowError` themselves: the root command group (`AbflowGroup`) turns one that escapes any
+command into a single `error:` line on stderr and the error's exit code, for the console script and for
+`typer.testing.CliRunner` alike.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,10 @@ import contextlib
 import logging
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 from experiment.core.errors import AbflowError
 from experiment.runtime.redaction import install_log_redaction, redact
@@ -16,7 +22,7 @@ from experiment.runtime.redaction import install_log_redaction, redact
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-__all__ = ["Verbose", "configure_logging", "erased_on_failure", "fail", "run"]
+__all__ = ["AbflowGroup", "Verbose", "configure_logging", "erased_on_failure", "fail", "run"]
 
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log at DEBUG level to stderr.")]
 
@@ -59,8 +65,23 @@ def erased_on_failure(progress: Progress) -> Iterator[Progress]:
             raise
 
 
+class AbflowGroup(TyperGroup):
+    """The `abflow` command group: an `AbflowError` raised by any command, however deeply nested, is reported once.
+
+    Sub-commands run inside the root group's `invoke`, so this one handler covers every command; a command only
+    raises. Used as `typer.Typer(cls=AbflowGroup)` for the root app.
+    """
+
+    def invoke(self, ctx: Any) -> Any:
+        """Invoke the chosen command (`ctx` is typer's context); an expected failure becomes one `error:` line."""
+        try:
+            return super().invoke(ctx)
+        except AbflowError as error:
+            fail(error)
+
+
 def run(app: typer.Typer) -> None:
-    """Run the app; an `AbflowError` that escapes a command becomes one line and its exit code."""
+    """Run the app; an `AbflowError` raised outside any command (none should be) still becomes one line."""
     try:
         app(standalone_mode=True)
     except AbflowError as error:

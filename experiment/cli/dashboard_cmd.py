@@ -15,8 +15,7 @@ from typing import Annotated
 
 import typer
 
-from experiment.cli.common import fail
-from experiment.core.errors import AbflowError, ConfigError
+from experiment.core.errors import ConfigError
 
 __all__ = ["build_command", "dashboard"]
 
@@ -89,11 +88,8 @@ def dashboard(
     """Serve the live dashboard: experiment list, per-experiment results, SRM, funnel, scores, exports."""
     from experiment.runtime.config import load_settings
 
-    try:
-        path = store or load_settings().store_path
-        argv, env = build_command(port=port, host=host, store=path, refresh=refresh, export_dir=export_dir, alpha=alpha)
-    except AbflowError as error:
-        fail(error)
+    path = store or load_settings().store_path
+    argv, env = build_command(port=port, host=host, store=path, refresh=refresh, export_dir=export_dir, alpha=alpha)
     typer.echo(f"abflow dashboard: http://{host}:{port}  (store {env['ABFLOW_STORE']}; Ctrl-C to stop)")
     sys.stdout.flush()
     # Replace this process with the server, so signals (Ctrl-C, SIGTERM from a supervisor) reach it directly

@@ -7,9 +7,6 @@ from typing import Annotated
 
 import typer
 
-from experiment.cli.common import fail
-from experiment.core.errors import AbflowError
-
 __all__ = ["app", "generate"]
 
 app = typer.Typer(
@@ -28,11 +25,8 @@ def generate(
     """Generate the training and test CSVs (deterministic per seed)."""
     from data import generator
 
-    try:
-        data = generator.generate(customers=customers, categories=categories, seed=seed, test_fraction=test_fraction)
-        paths = generator.write(data, out)
-    except AbflowError as error:
-        fail(error)
+    data = generator.generate(customers=customers, categories=categories, seed=seed, test_fraction=test_fraction)
+    paths = generator.write(data, out)
     positive = float(data.y_train["label"].mean())
     typer.echo(
         f"wrote {len(data.X_train)} training and {len(data.X_test)} test customers "

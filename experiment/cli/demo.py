@@ -265,7 +265,8 @@ def _simulate(console: Console, settings: Settings, experiment_id: str) -> Simul
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from experiment.cli.simulate_cmd import summary_lines
-    from experiment.simulation.simulator import SimulationConfig, run_simulation
+    from experiment.cli.simulate_io import run_simulation
+    from experiment.simulation.simulator import SimulationConfig
 
     config = SimulationConfig(
         customers=int(os.environ.get("ABFLOW_DEMO_CUSTOMERS", DEFAULT_CUSTOMERS)),

@@ -15,7 +15,6 @@ from typing import Annotated
 
 import typer
 
-from experiment.cli.common import fail
 from experiment.cli.kafka_cmd import BootstrapServers, TopicPrefix, cli_settings
 from experiment.core.definition import (
     DEFAULT_ATTRIBUTION_WINDOW_S,
@@ -24,7 +23,7 @@ from experiment.core.definition import (
     ExperimentDefinition,
     ModelRef,
 )
-from experiment.core.errors import AbflowError, ExperimentError, InfraError, ModelError
+from experiment.core.errors import ExperimentError, InfraError, ModelError
 from experiment.runtime.config import KafkaSettings
 
 __all__ = ["app", "parse_duration", "parse_variants"]
@@ -149,29 +148,26 @@ def create(
     from experiment.kafka import control_plane
     from training.model_card import load_model_card
 
-    try:
-        card = load_model_card(model)
-        card.verify_pmml()  # the XML gate and the sha256, before the model is named in an experiment
-        definition = ExperimentDefinition.new(
-            id=experiment_id,
-            name=name,
-            hypothesis=hypothesis,
-            owner=owner,
-            category=category,
-            model=ModelRef(str(card.pmml_path.resolve()), card.model_version, card.features),
-            threshold=card.threshold if threshold is None else threshold,
-            now_ms=_now_ms(),
-            salt=salt,
-            traffic=traffic,
-            variants=parse_variants(variants),
-            control=control,
-            attribution_window_s=parse_duration(attribution_window),
-            planned_sample_size=planned_sample_size,
-            mde=mde,
-        )
-        control_plane.create(_kafka(bootstrap_servers, topic_prefix), definition)
-    except AbflowError as error:
-        fail(error)
+    card = load_model_card(model)
+    card.verify_pmml()  # the XML gate and the sha256, before the model is named in an experiment
+    definition = ExperimentDefinition.new(
+        id=experiment_id,
+        name=name,
+        hypothesis=hypothesis,
+        owner=owner,
+        category=category,
+        model=ModelRef(str(card.pmml_path.resolve()), card.model_version, card.features),
+        threshold=card.threshold if threshold is None else threshold,
+        now_ms=_now_ms(),
+        salt=salt,
+        traffic=traffic,
+        variants=parse_variants(variants),
+        control=control,
+        attribution_window_s=parse_duration(attribution_window),
+        planned_sample_size=planned_sample_size,
+        mde=mde,
+    )
+    control_plane.create(_kafka(bootstrap_servers, topic_prefix), definition)
     typer.echo(f"created {_describe(definition)}")
 
 
@@ -180,13 +176,10 @@ def _act(
 ) -> None:
     from experiment.kafka import control_plane
 
-    try:
-        kafka = _kafka(bootstrap_servers, topic_prefix)
-        if action == "launch":
-            _verify_model(control_plane.get(kafka, experiment_id))
-        definition = control_plane.apply_action(kafka, experiment_id, action, now_ms=_now_ms())
-    except AbflowError as error:
-        fail(error)
+    kafka = _kafka(bootstrap_servers, topic_prefix)
+    if action == "launch":
+        _verify_model(control_plane.get(kafka, experiment_id))
+    definition = control_plane.apply_action(kafka, experiment_id, action, now_ms=_now_ms())
     if definition.status == "archived":  # `stop` on a draft
         past = "archived"
     typer.echo(f"{past} {_describe(definition)}")
@@ -234,11 +227,8 @@ def set_traffic(
     """Change the traffic fraction; customers already in keep their variant (only who is in changes)."""
     from experiment.kafka import control_plane
 
-    try:
-        kafka = _kafka(bootstrap_servers, topic_prefix)
-        definition = control_plane.update(kafka, experiment_id, now_ms=_now_ms(), traffic=traffic)
-    except AbflowError as error:
-        fail(error)
+    kafka = _kafka(bootstrap_servers, topic_prefix)
+    definition = control_plane.update(kafka, experiment_id, now_ms=_now_ms(), traffic=traffic)
     typer.echo(f"traffic set: {_describe(definition)}")
 
 
@@ -252,10 +242,7 @@ def list_(
     """List the latest version of every experiment on the topic (archived ones only with --all)."""
     from experiment.kafka import control_plane
 
-    try:
-        snapshot = control_plane.read_snapshot(_kafka(bootstrap_servers, topic_prefix))
-    except AbflowError as error:
-        fail(error)
+    snapshot = control_plane.read_snapshot(_kafka(bootstrap_servers, topic_prefix))
     definitions = [d for d in snapshot.sorted() if show_all or d.status != "archived"]
     if as_json:
         typer.echo(json.dumps([d.to_dict() for d in definitions], sort_keys=True))
@@ -306,11 +293,8 @@ def show(
     """
     from experiment.kafka import control_plane
 
-    try:
-        settings = cli_settings(bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix)
-        definition = control_plane.get(settings.kafka, experiment_id)
-    except AbflowError as error:
-        fail(error)
+    settings = cli_settings(bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix)
+    definition = control_plane.get(settings.kafka, experiment_id)
     typer.echo(json.dumps(definition.to_dict(), sort_keys=True, indent=2))
     line = _unusable_model_line(definition, store or settings.store_path)
     if line:

@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from experiment.cli.common import fail
-from experiment.core.errors import AbflowError, ConfigError
+from experiment.core.errors import ConfigError
 from experiment.runtime.config import Settings, load_settings, parse_bootstrap_servers
 
 if TYPE_CHECKING:
@@ -70,10 +69,7 @@ def install() -> None:
     """Fetch the pinned Kafka broker jars and the Flink Kafka connector (checksums verified; no-op when present)."""
     from experiment.kafka import jars
 
-    try:
-        report = jars.install_jars(cli_settings())
-    except AbflowError as error:
-        fail(error)
+    report = jars.install_jars(cli_settings())
     state = "downloaded" if report.downloaded else "already installed, nothing downloaded"
     typer.echo(f"kafka jars: {report.kafka_dir} (Kafka {jars.KAFKA_VERSION}; {state})")
     typer.echo(f"flink kafka connector: {report.flink_connector}")
@@ -100,21 +96,18 @@ def up(
 
     from experiment.kafka import broker, topics
 
-    try:
-        settings = cli_settings(topic_prefix=topic_prefix)
-        host, port = broker.listen_address(settings.kafka.bootstrap_servers, port)
-        status = broker.start(settings, host=host, port=port, data_dir=data_dir, timeout_s=timeout)
-        assert status.bootstrap_servers is not None
-        if _local_address(settings) != (host, port):
-            typer.echo(
-                f"note: other abflow commands use {settings.kafka.bootstrap_servers}; set "
-                f"ABFLOW_KAFKA_BOOTSTRAP={status.bootstrap_servers} for them to use this broker",
-                err=True,
-            )
-        kafka = replace(settings.kafka, bootstrap_servers=status.bootstrap_servers)
-        created = topics.ensure_topics(kafka)
-    except AbflowError as error:
-        fail(error)
+    settings = cli_settings(topic_prefix=topic_prefix)
+    host, port = broker.listen_address(settings.kafka.bootstrap_servers, port)
+    status = broker.start(settings, host=host, port=port, data_dir=data_dir, timeout_s=timeout)
+    assert status.bootstrap_servers is not None
+    if _local_address(settings) != (host, port):
+        typer.echo(
+            f"note: other abflow commands use {settings.kafka.bootstrap_servers}; set "
+            f"ABFLOW_KAFKA_BOOTSTRAP={status.bootstrap_servers} for them to use this broker",
+            err=True,
+        )
+    kafka = replace(settings.kafka, bootstrap_servers=status.bootstrap_servers)
+    created = topics.ensure_topics(kafka)
     typer.echo(f"kafka: ready pid={status.pid} data dir {status.data_dir}")
     typer.echo(f"topics: {'created ' + ', '.join(created) if created else 'all present'}")
     typer.echo(status.bootstrap_servers)
@@ -125,13 +118,10 @@ def down(data_dir: DataDir = None) -> None:
     """Stop the local broker cleanly (SIGTERM, then wait for its controlled shutdown)."""
     from experiment.kafka import broker
 
-    try:
-        settings = cli_settings()
-        directory = data_dir or settings.kafka_data_dir
-        before = broker.status(directory, probe=False)
-        stopped = broker.stop(directory)
-    except AbflowError as error:
-        fail(error)
+    settings = cli_settings()
+    directory = data_dir or settings.kafka_data_dir
+    before = broker.status(directory, probe=False)
+    stopped = broker.stop(directory)
     typer.echo(f"kafka: stopped pid={before.pid}" if stopped else "kafka: not running")
 
 
@@ -145,16 +135,13 @@ def status(data_dir: DataDir = None, bootstrap_servers: BootstrapServers = None)
 
     from experiment.kafka import broker
 
-    try:
-        settings = cli_settings(bootstrap_servers=bootstrap_servers)
-        kafka = settings.kafka
-        local = _local_address(settings)
-        running = broker.status(data_dir or settings.kafka_data_dir, probe=False) if local else None
-        # A refused TCP connection needs no Kafka client (which would retry for connect_timeout_s).
-        reachable = broker.port_open(*local) if local else True
-        ok = reachable and broker.metadata_answered(kafka, timeout_s=kafka.connect_timeout_s)
-    except AbflowError as error:
-        fail(error)
+    settings = cli_settings(bootstrap_servers=bootstrap_servers)
+    kafka = settings.kafka
+    local = _local_address(settings)
+    running = broker.status(data_dir or settings.kafka_data_dir, probe=False) if local else None
+    # A refused TCP connection needs no Kafka client (which would retry for connect_timeout_s).
+    reachable = broker.port_open(*local) if local else True
+    ok = reachable and broker.metadata_answered(kafka, timeout_s=kafka.connect_timeout_s)
     if running is not None and running.running and (running.host, running.port) == local:
         typer.echo(replace(running, ready=ok).describe())
     elif running is not None and not running.running and not ok:

@@ -27,6 +27,7 @@ app = typer.Typer(
     help="A/B testing whose decisions are made in an Apache Flink job.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=common.AbflowGroup,
 )
 
 # Command groups register themselves here, one line each.
@@ -52,5 +53,5 @@ def _root(
 
 
 def main() -> None:
-    """Entry point that turns expected failures into one line on stderr and a non-zero exit code."""
+    """The console script: expected failures become one line on stderr and a non-zero exit code."""
     common.run(app)

@@ -24,9 +24,8 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from experiment.cli.common import fail
 from experiment.cli.kafka_cmd import BootstrapServers, TopicPrefix, cli_settings
-from experiment.core.errors import AbflowError, ConfigError, InfraError
+from experiment.core.errors import ConfigError, InfraError
 from experiment.runtime.config import Settings
 from experiment.runtime.processes import pid_alive
 from flink_pipeline import checkpoints
@@ -139,63 +138,60 @@ def run(
     topic_prefix: TopicPrefix = None,
 ) -> None:
     """Run the decision job, resuming from its newest checkpoint or savepoint (exactly-once output)."""
-    try:
-        settings = cli_settings(bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix)
-        interval_ms = parse_interval_ms(checkpoint_interval)
-        if reference_data is None and Path("data", "X_test.csv").is_file():
-            reference_data = Path("data")
-        running = _running_state(settings)
-        if running:
-            raise InfraError(f"the pipeline is already running (pid {running['pid']}); `abflow pipeline stop` first.")
-        restore = choose_snapshot(settings, from_path=from_path, fresh=fresh, yes=yes)
-        rest_port = _free_port()
-        args = [
-            "--local",
-            "--parallelism",
-            str(parallelism),
-            "--checkpoint-interval-ms",
-            str(interval_ms),
-            "--execution-mode",
-            mode,
-            "--categories",
-            str(categories),
-            "--group-id",
-            group_id,
-            "--transactional-id-prefix",
-            group_id,
-            "--bootstrap",
-            settings.kafka.bootstrap_servers,
-            "--topic-prefix",
-            settings.kafka.topic_prefix,
-            "--rest-port",
-            str(rest_port),
-        ]
-        if reference_data is not None:
-            args += ["--reference-rows", str(reference_data.resolve())]
-        if restore is not None:
-            args += ["--restore-from", str(restore)]
-        from experiment.kafka.topics import ensure_topics
-        from flink_pipeline import job
+    settings = cli_settings(bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix)
+    interval_ms = parse_interval_ms(checkpoint_interval)
+    if reference_data is None and Path("data", "X_test.csv").is_file():
+        reference_data = Path("data")
+    running = _running_state(settings)
+    if running:
+        raise InfraError(f"the pipeline is already running (pid {running['pid']}); `abflow pipeline stop` first.")
+    restore = choose_snapshot(settings, from_path=from_path, fresh=fresh, yes=yes)
+    rest_port = _free_port()
+    args = [
+        "--local",
+        "--parallelism",
+        str(parallelism),
+        "--checkpoint-interval-ms",
+        str(interval_ms),
+        "--execution-mode",
+        mode,
+        "--categories",
+        str(categories),
+        "--group-id",
+        group_id,
+        "--transactional-id-prefix",
+        group_id,
+        "--bootstrap",
+        settings.kafka.bootstrap_servers,
+        "--topic-prefix",
+        settings.kafka.topic_prefix,
+        "--rest-port",
+        str(rest_port),
+    ]
+    if reference_data is not None:
+        args += ["--reference-rows", str(reference_data.resolve())]
+    if restore is not None:
+        args += ["--restore-from", str(restore)]
+    from experiment.kafka.topics import ensure_topics
+    from flink_pipeline import job
 
-        config = job.config_from_args(job.parse_args(args))
-        ensure_topics(settings.kafka)
-        if detach:
-            _start_detached(settings, args, rest_port)
-            return
-        typer.echo(
-            f"running the decision job (mode={mode}, parallelism={parallelism}, checkpoints every "
-            f"{interval_ms} ms) against {settings.kafka.bootstrap_servers}; REST http://127.0.0.1:{rest_port}; "
-            f"logs {job.log_dir(settings)}; Ctrl-C stops it",
-            err=True,
-        )
-        _write_state(settings, os.getpid(), args, rest_port, settings.home / "pipeline" / "logs")
-        job.use_log_dir(settings)
-        try:
-            job.run_local_until_stopped(settings, config)
-        finally:
-            (_state_dir(settings) / "job.json").unlink(missing_ok=True)
-    except AbflowError as error:
-        fail(error)
+    config = job.config_from_args(job.parse_args(args))
+    ensure_topics(settings.kafka)
+    if detach:
+        _start_detached(settings, args, rest_port)
+        return
+    typer.echo(
+        f"running the decision job (mode={mode}, parallelism={parallelism}, checkpoints every "
+        f"{interval_ms} ms) against {settings.kafka.bootstrap_servers}; REST http://127.0.0.1:{rest_port}; "
+        f"logs {job.log_dir(settings)}; Ctrl-C stops it",
+        err=True,
+    )
+    _write_state(settings, os.getpid(), args, rest_port, settings.home / "pipeline" / "logs")
+    job.use_log_dir(settings)
+    try:
+        job.run_local_until_stopped(settings, config)
+    finally:
+        (_state_dir(settings) / "job.json").unlink(missing_ok=True)
 
 
 def _write_state(settings: Settings, pid: int, args: list[str], rest_port: int, log: Path) -> None:
@@ -324,16 +320,13 @@ def savepoint(
     settings = cli_settings()
     state = _running_state(settings)
     if state is None:
-        fail(InfraError("the pipeline is not running; nothing to take a savepoint of"))
+        raise InfraError("the pipeline is not running; nothing to take a savepoint of")
     rest = _rest(state)
-    try:
-        job = rest.active_job(JOB_NAME)
-        if job is None:
-            raise InfraError("Flink reports no running job")
-        target = checkpoints.savepoint_root(settings.home, JOB_NAME).resolve().as_uri()
-        typer.echo(f"savepoint: {_plain_path(rest.savepoint(job['jid'], target, stop=False, timeout_s=timeout))}")
-    except InfraError as error:
-        fail(error)
+    job = rest.active_job(JOB_NAME)
+    if job is None:
+        raise InfraError("Flink reports no running job")
+    target = checkpoints.savepoint_root(settings.home, JOB_NAME).resolve().as_uri()
+    typer.echo(f"savepoint: {_plain_path(rest.savepoint(job['jid'], target, stop=False, timeout_s=timeout))}")
 
 
 def _broker_reachable(bootstrap: str, timeout_s: float = 2.0) -> bool:

@@ -1,7 +1,6 @@
 """`abflow report EXPERIMENT`: write a significance report from the results store.
 
-The definition comes from the store's experiments table (the collector fills it from the `experiments` topic),
-so a
+The definition comes from the store's experiments table (the collector fills it from the `experiments` topic), so a
 report needs nothing but the store file.
 """
 
@@ -12,8 +11,7 @@ from typing import Annotated
 
 import typer
 
-from experiment.cli.common import fail
-from experiment.core.errors import AbflowError, ExperimentError
+from experiment.core.errors import ExperimentError
 
 __all__ = ["report"]
 
@@ -42,21 +40,18 @@ def report(
     from experiment.results.store import ResultsStore, to_epoch_ms
     from experiment.runtime.config import load_settings
 
+    if fmt not in FORMATS:
+        raise ExperimentError(f"--format must be one of {list(FORMATS)}; got {fmt!r}")
+    if not 0.0 < alpha < 1.0:
+        raise ExperimentError(f"--alpha must lie strictly between 0 and 1; got {alpha}")
     try:
-        if fmt not in FORMATS:
-            raise ExperimentError(f"--format must be one of {list(FORMATS)}; got {fmt!r}")
-        if not 0.0 < alpha < 1.0:
-            raise ExperimentError(f"--alpha must lie strictly between 0 and 1; got {alpha}")
-        try:
-            as_of_ms = to_epoch_ms(as_of)
-        except ValueError as error:
-            raise ExperimentError(f"--as-of must be ISO-8601 or epoch ms; got {as_of!r} ({error})") from error
-        path = store or load_settings().store_path
-        with ResultsStore(path, read_only=True) as results:
-            model = build_report(results, experiment, as_of=as_of_ms, alpha=alpha)
-        target = write_report(model, fmt, out or REPORTS_DIR / f"{experiment}.{fmt}")
-    except AbflowError as error:
-        fail(error)
+        as_of_ms = to_epoch_ms(as_of)
+    except ValueError as error:
+        raise ExperimentError(f"--as-of must be ISO-8601 or epoch ms; got {as_of!r} ({error})") from error
+    path = store or load_settings().store_path
+    with ResultsStore(path, read_only=True) as results:
+        model = build_report(results, experiment, as_of=as_of_ms, alpha=alpha)
+    target = write_report(model, fmt, out or REPORTS_DIR / f"{experiment}.{fmt}")
     print_summary(Console(), model)
-    verdict = model["verdict"]
-    typer.echo(f"{target}: {verdict['decision']}{' ' + verdict['arm'] if verdict['arm'] else ''}")
+    verdict = model.verdict
+    typer.echo(f"{target}: {verdict.decision}{' ' + verdict.arm if verdict.arm else ''}")

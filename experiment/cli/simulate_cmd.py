@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from experiment.cli.common import erased_on_failure, fail
-from experiment.core.errors import AbflowError
+from experiment.cli.common import erased_on_failure
 
 if TYPE_CHECKING:
     from experiment.simulation.simulator import SimulationResult
@@ -59,36 +58,34 @@ def simulate(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from experiment.cli.simulate_io import run_simulation
     from experiment.runtime.config import load_settings
-    from experiment.simulation.simulator import SimulationConfig, run_simulation
+    from experiment.simulation.simulator import SimulationConfig
 
     config = SimulationConfig(customers=customers, rate=rate, duration_s=duration, seed=seed, malformed=malformed)
     console = Console(stderr=True)
-    try:
-        config.validate()
-        settings = load_settings()
-        with erased_on_failure(
-            Progress(
-                TextColumn("[bold]simulate[/bold] {task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=console,
-                transient=False,
-            )
-        ) as progress:
-            task = progress.add_task("preparing", total=None)
+    config.validate()
+    settings = load_settings()
+    with erased_on_failure(
+        Progress(
+            TextColumn("[bold]simulate[/bold] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+    ) as progress:
+        task = progress.add_task("preparing", total=None)
 
-            def on_stage(message: str) -> None:
-                progress.update(task, description=message)
+        def on_stage(message: str) -> None:
+            progress.update(task, description=message)
 
-            def on_progress(sent: int, total: int) -> None:
-                progress.update(task, completed=sent, total=total)
+        def on_progress(sent: int, total: int) -> None:
+            progress.update(task, completed=sent, total=total)
 
-            result = run_simulation(settings, experiment, config, progress=on_progress, stage=on_stage)
-            progress.update(task, description="done")
-    except AbflowError as error:
-        fail(error)
+        result = run_simulation(settings, experiment, config, progress=on_progress, stage=on_stage)
+        progress.update(task, description="done")
     if as_json:
         typer.echo(json.dumps(result.as_dict(), sort_keys=True))
     else:

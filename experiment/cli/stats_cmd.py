@@ -1,9 +1,7 @@
 """`abflow stats`: significance of a two-arm conversion test from counts typed on the command line.
 
-The output field names are DESIGN.md's contract (scripts parse them): control_rate, treatment_rate, abs_diff,
-abs_ci,
-rel_lift, rel_ci, p_value, p_value_pooled, srm_p_value, prob_treatment_beats_control, alpha, method; plus
-`reasons`
+The output field names are a stable interface (scripts parse them): control_rate, treatment_rate, abs_diff, abs_ci,
+rel_lift, rel_ci, p_value, p_value_pooled, srm_p_value, prob_treatment_beats_control, alpha, method; plus `reasons`
 (why a field is null) and `methods` (the method behind each family of fields).
 """
 
@@ -16,7 +14,6 @@ from typing import Annotated, Any
 
 import typer
 
-from experiment.cli.common import fail
 from experiment.core.errors import AbflowError
 
 __all__ = ["StatsInputError", "parse_counts", "parse_weights", "stats", "stats_payload"]
@@ -60,7 +57,7 @@ def parse_weights(text: str) -> tuple[float, float]:
 def stats_payload(
     control: tuple[int, int], treatment: tuple[int, int], *, alpha: float, weights: tuple[float, float]
 ) -> dict[str, Any]:
-    """The JSON object of DESIGN.md for two arms given as (users, conversions)."""
+    """The JSON object `abflow stats --json` prints (see the module docstring) for two arms as (users, conversions)."""
     from experiment.stats.bayes import compare_bayes
     from experiment.stats.proportions import compare_proportions
     from experiment.stats.srm import srm_test
@@ -163,15 +160,12 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
 ) -> None:
     """Compare two conversion rates: CIs, p-values, SRM and P(treatment beats control)."""
-    try:
-        c = parse_counts("--control", control)
-        t = parse_counts("--treatment", treatment)
-        if not (math.isfinite(alpha) and 0.0 < alpha < 1.0):
-            raise StatsInputError(f"--alpha must lie strictly between 0 and 1; got {alpha}")
-        w = parse_weights(weights)
-        payload = stats_payload(c, t, alpha=alpha, weights=w)
-    except AbflowError as error:
-        fail(error)
+    c = parse_counts("--control", control)
+    t = parse_counts("--treatment", treatment)
+    if not (math.isfinite(alpha) and 0.0 < alpha < 1.0):
+        raise StatsInputError(f"--alpha must lie strictly between 0 and 1; got {alpha}")
+    w = parse_weights(weights)
+    payload = stats_payload(c, t, alpha=alpha, weights=w)
     if as_json:
         typer.echo(json.dumps(payload, sort_keys=True, allow_nan=False))
     else:

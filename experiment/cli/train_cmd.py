@@ -7,9 +7,6 @@ from typing import Annotated
 
 import typer
 
-from experiment.cli.common import fail
-from experiment.core.errors import AbflowError
-
 __all__ = ["train"]
 
 
@@ -30,9 +27,6 @@ def train(
     config = training.TrainConfig(
         data_dir=data, out_dir=out, quick=quick, threshold=threshold, tolerance=parity_tolerance
     )
-    try:
-        result = training.train_with_progress(config)
-    except AbflowError as error:
-        fail(error)
+    result = training.train_with_progress(config)
     for line in training.summary_lines(result):
         typer.echo(line)

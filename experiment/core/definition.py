@@ -10,7 +10,7 @@ The salt and the variant weights decide who gets what (see `experiment.core.assi
 launched they are frozen, because changing them would reshuffle users between variants mid-experiment. Traffic may
 change at any time before the stop: it only adds or removes customers.
 
-JSON (CONTRACTS.md §1), sorted keys, compact:
+JSON (the value on the compacted `experiments` topic), sorted keys, compact:
     {"id", "name", "hypothesis", "owner", "category",
      "model": {"pmml_path", "model_version", "features"}, "threshold", "salt", "traffic",
      "variants": [{"name", "weight"}, ...], "control",  # the control's name; it must be declared first
@@ -62,7 +62,7 @@ ACTIONS: tuple[str, ...] = get_args(Action)
 METRICS: tuple[str, ...] = get_args(Metric)
 
 # action -> {status it may start from: status it leads to}; a stopped draft is archived, as it never ran
-TRANSITIONS: dict[str, dict[str, str]] = {
+TRANSITIONS: dict[str, dict[str, Status]] = {
     "launch": {"draft": "running"},
     "pause": {"running": "paused"},
     "resume": {"paused": "running"},
@@ -233,7 +233,8 @@ class ExperimentDefinition:
                 f"cannot {action}: it is {self.status}, and {action} is only allowed from {' or '.join(targets)}.",
             )
         updated_ts = max(now_ms, self.updated_ts)
-        return replace(self, status=targets[self.status], version=self.version + 1, updated_ts=updated_ts)
+        status = targets[self.status]
+        return replace(self, status=status, version=self.version + 1, updated_ts=updated_ts)
 
     def updated(self, now_ms: int, **changes: Any) -> ExperimentDefinition:
         """The next version with some fields changed (e.g. `traffic=0.5`); refuses changes that corrupt the test.

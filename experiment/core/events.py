@@ -6,7 +6,7 @@ a rename would silently split the system. Everything here is pure (no Kafka, no 
 record and the tests can pin every rejection reason.
 
 Validation is strict because a bad record must never become a decision: a record that fails goes to
-`dead-letter` with the exact reason produced here (DESIGN.md, "Events"). Reasons name the field, what was expected
+`dead-letter` with the exact reason produced here (docs/pipeline.md). Reasons name the field, what was expected
 and what was found, e.g. ``field 'ts' must be an integer (epoch ms), got str``.
 """
 
@@ -132,7 +132,7 @@ def feature_names_for(names: Iterable[str]) -> tuple[str, ...]:
 
 
 def _decode(raw: bytes, max_bytes: int, kind: str) -> dict[str, Any]:
-    """Size check, then JSON: orjson first (~5x faster than `json`), the stdlib for whatever orjson refuses.
+    """Size check, then JSON: orjson first (the faster parser), the stdlib for whatever orjson refuses.
 
     orjson parses the well-formed majority; what it refuses (bad UTF-8, NaN/Infinity literals, lone surrogates,
     broken JSON) goes through the stdlib path below, so the accepted values and every rejection reason are those
@@ -245,7 +245,7 @@ def parse_session(raw: bytes, *, feature_names: Sequence[str], max_bytes: int = 
     indicators cannot be negative, nor can an age).
 
     Every session of the stream passes here, so a well-formed one takes a fast path (msgspec decodes and checks
-    the schema in C: 16 instead of 29 µs per session); anything it does not accept goes through
+    the schema in C); anything it does not accept goes through
     `_parse_session_checked`, which accepts exactly the same messages and names the reason of a rejection. The two
     are held equal by tests/unit/test_events_fast_path.py on valid, malformed and fuzzed messages.
     """
@@ -354,7 +354,7 @@ def parse_outcome(raw: bytes, *, categories: int | None = None, max_bytes: int =
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Builders (typed values in, the exact JSON objects of DESIGN.md out)
+# Builders (typed values in, the exact JSON objects of the topics out)
 # --------------------------------------------------------------------------------------------------------------
 
 

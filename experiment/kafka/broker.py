@@ -157,10 +157,10 @@ def start(
 ) -> BrokerStatus:
     """Start the broker (formatting its storage on first use) and return once it answers a metadata request.
 
-    `host` is 127.0.0.1 or ::1 (see `listen_address`). A broker already running from the same data directory on the
-    same address is simply reported; a different address, or a port that another process holds, raises `InfraError`
-    with the fix. `die_with_parent` (for test sessions) asks
-    Linux to SIGTERM the broker if the starting process dies without stopping it (needs util-linux `setpriv`).
+    `host` is 127.0.0.1 or ::1 (see `listen_address`). A broker already running from the same data directory on the same
+    address is simply reported; a different address, or a port that another process holds, raises `InfraError` with the
+    fix. `die_with_parent` (for test sessions) asks Linux to SIGTERM the broker if the starting process dies without
+    stopping it (needs util-linux `setpriv`).
     """
     data_dir = (data_dir or settings.kafka_data_dir).resolve()
     current = status(data_dir, probe=False)

@@ -16,7 +16,6 @@ second `install_jars` therefore runs no Maven at all and downloads nothing.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import logging
 import os
 import shutil
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiment.core.errors import InfraError
+from experiment.model.digest import sha256_file
 from experiment.runtime.config import Settings
 
 __all__ = [
@@ -133,14 +133,6 @@ def install_jars(settings: Settings) -> InstallReport:
     return InstallReport(kafka_dir=kafka_dir, flink_connector=flink_connector_jar(settings), downloaded=downloaded)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _verified(directory: Path) -> bool:
     """True when the directory's manifest exists and every listed jar still has its recorded hash."""
     manifest = directory / _MANIFEST
@@ -149,7 +141,7 @@ def _verified(directory: Path) -> bool:
     for line in manifest.read_text(encoding="utf-8").splitlines():
         expected, _, name = line.partition("  ")
         jar = directory / name
-        if not jar.is_file() or _sha256(jar) != expected:
+        if not jar.is_file() or sha256_file(jar) != expected:
             logger.warning("jar changed since install jar=%s", jar)
             return False
     return True
@@ -171,7 +163,7 @@ def _fetch(target: Path, maven_args: list[str], required: list[str]) -> None:
             )
         lines = []
         for jar in sorted(staging.glob("*.jar")):
-            digest = _sha256(jar)
+            digest = sha256_file(jar)
             pinned = PINNED_SHA256.get(jar.name)
             if pinned is not None and pinned != digest:
                 raise InfraError(f"Checksum mismatch for '{jar.name}': expected sha256 {pinned}, got {digest}.")

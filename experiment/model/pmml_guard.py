@@ -14,7 +14,7 @@ parser (which never fetches anything) and refuses, with a `ModelError` naming th
 
 It lives in `experiment` because that package (with `flink_pipeline`) is what the job ships to a cluster; it needs
 only the standard library and defusedxml. Checking the sha256 against model.json stays with the model card
-(`training.model_card.ModelCard.verify_pmml`) and the scorer (`flink_pipeline.scoring`).
+(`experiment.model.card.ModelCard.verify_pmml`) and the scorer (`experiment.model.scorer`).
 """
 
 from __future__ import annotations

@@ -6,21 +6,35 @@ inward. Import it inside functions where plotly's import time matters (the CLI).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 
+from experiment.stats.results import Interval
+
+if TYPE_CHECKING:
+    from experiment.results.report_model import LiftPoint
+
 __all__ = ["lift_over_time_figure"]
 
-# (key of the CI in a report point, legend name, fill colour); the wider always-valid band is drawn first.
-_BANDS = (
-    ("rel_ci_sequential", "always-valid CI", "rgba(255,127,14,0.15)"),
-    ("rel_ci", "95% CI (fixed-horizon)", "rgba(31,119,180,0.25)"),
+
+def _sequential(point: LiftPoint) -> Interval | None:
+    return point.rel_ci_sequential
+
+
+def _fixed(point: LiftPoint) -> Interval | None:
+    return point.rel_ci
+
+
+# (the CI of a report point, legend name, fill colour); the wider always-valid band is drawn first.
+_BANDS: tuple[tuple[Callable[[LiftPoint], Interval | None], str, str], ...] = (
+    (_sequential, "always-valid CI", "rgba(255,127,14,0.15)"),
+    (_fixed, "95% CI (fixed-horizon)", "rgba(31,119,180,0.25)"),
 )
 
 
-def lift_over_time_figure(points: Sequence[Mapping[str, Any]], treatments: Sequence[str]) -> go.Figure:
+def lift_over_time_figure(points: Sequence[LiftPoint], treatments: Sequence[str]) -> go.Figure:
     """Cumulative relative lift (treatment / control − 1) of the primary metric per UTC day, with CI bands.
 
     `points` are the report model's `lift_over_time` entries; days whose lift is undefined are left out, and a
@@ -28,16 +42,16 @@ def lift_over_time_figure(points: Sequence[Mapping[str, Any]], treatments: Seque
     """
     fig = go.Figure()
     for arm in treatments:
-        series = [p for p in points if p["arm"] == arm and p["rel_lift"] is not None]
-        for key, name, colour in _BANDS:
-            band = [(p["date"], p[key]) for p in series if p[key]]
+        series = [p for p in points if p.arm == arm and p.rel_lift is not None]
+        for interval_of, name, colour in _BANDS:
+            band = [(p.date, ci) for p in series if (ci := interval_of(p)) is not None]
             if not band:
                 continue
             dates = [d for d, _ in band]
             fig.add_trace(
                 go.Scatter(
                     x=dates + dates[::-1],
-                    y=[ci[1] for _, ci in band] + [ci[0] for _, ci in band][::-1],
+                    y=[ci.upper for _, ci in band] + [ci.lower for _, ci in band][::-1],
                     fill="toself",
                     fillcolor=colour,
                     line={"width": 0},
@@ -47,8 +61,8 @@ def lift_over_time_figure(points: Sequence[Mapping[str, Any]], treatments: Seque
             )
         fig.add_trace(
             go.Scatter(
-                x=[p["date"] for p in series],
-                y=[p["rel_lift"] for p in series],
+                x=[p.date for p in series],
+                y=[p.rel_lift for p in series],
                 mode="lines+markers",
                 name=f"{arm}: relative lift",
             )

@@ -4,21 +4,19 @@ Why it looks like this:
 - **Replays never double count.** Raw records are stored keyed by their source event id (assignments by
   (experiment_id, event_id), attributed outcomes by (experiment_id, outcome_event_id), dead letters by
   (source_topic, partition, offset)) and inserted with `INSERT OR IGNORE`, so re-reading a topic from offset 0
-  changes
-  nothing.
-- **First exposure wins.** The per-customer view takes the variant and the pre-period covariate of the
-customer's
+  changes nothing. The tables and the record-to-row checks are in `experiment.results.schema`.
+- **First exposure wins.** The per-customer view takes the variant and the pre-period covariate of the customer's
   earliest assignment (min event_ts, ties broken by event_id), whatever order the records arrived in.
-- **Derived, not maintained.** The customers view and the sufficient statistics are computed from the raw rows
-at
-  query time, optionally `as_of` a time, so an as-of report is reproducible and there is no counter to
-  corrupt.
+- **Derived, not maintained.** The customers view and the sufficient statistics are computed from the raw rows at
+  query time, optionally `as_of` a time, so an as-of report is reproducible and there is no counter to corrupt.
 - **Model health is a state, not a log.** `experiment_health` keeps one row per (experiment, model version): the
   job's newest word on whether it can use that model (`model_unusable` with the reason, or `model_ready`), so a
   repaired model clears the warning and a replay of older records changes nothing.
-- **Exact sums.** Revenue is kept in integer cents, so the statistics are integer sums: identical whatever
-DuckDB's
+- **Exact sums.** Revenue is kept in integer cents, so the statistics are integer sums: identical whatever DuckDB's
   parallel aggregation order (byte-identical reports).
+- **One definition.** Definitions are kept as the JSON the `experiments` topic carried and handed out as
+  `ExperimentDefinition`, parsed by the definition's own parser, so every reader gets the same defaults (and the
+  same control for a definition written before `control` existed).
 
 Times are epoch milliseconds (UTC); days are UTC calendar days. The connection is acquired in `open()`.
 """
@@ -26,73 +24,33 @@ Times are epoch milliseconds (UTC); days are UTC calendar days. The connection i
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from experiment.core.errors import DataValidationError, InfraError
-from experiment.core.events import HEALTH_STATUSES
-from experiment.stats.sufficient import VariantStats, to_cents
+from experiment.core.definition import ExperimentDefinition
+from experiment.core.errors import ExperimentError, InfraError
+from experiment.results.schema import (
+    ASSIGNMENT_COLUMNS,
+    DEAD_COLUMNS,
+    HEALTH_COLUMNS,
+    OUTCOME_COLUMNS,
+    SCHEMA,
+    assignment_row,
+    dead_row,
+    experiment_row,
+    health_row,
+    outcome_row,
+)
+from experiment.stats.sufficient import VariantStats
 
 __all__ = ["ModelHealth", "ResultsStore", "to_epoch_ms"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _MS_PER_DAY = 86_400_000
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS experiments (
-        id VARCHAR PRIMARY KEY, version BIGINT NOT NULL, updated_ts BIGINT, definition VARCHAR NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS assignments (
-        experiment_id VARCHAR NOT NULL, event_id VARCHAR NOT NULL, experiment_version BIGINT,
-        customer_id VARCHAR NOT NULL, variant VARCHAR NOT NULL, score DOUBLE, decision VARCHAR,
-        model_version VARCHAR, first_exposure BOOLEAN, event_ts BIGINT NOT NULL, decided_ts BIGINT,
-        pre_period_purchases BIGINT NOT NULL, PRIMARY KEY (experiment_id, event_id))""",
-    """CREATE TABLE IF NOT EXISTS outcomes (
-        experiment_id VARCHAR NOT NULL, outcome_event_id VARCHAR NOT NULL, customer_id VARCHAR NOT NULL,
-        variant VARCHAR, ts BIGINT NOT NULL, converted BOOLEAN NOT NULL, revenue_cents BIGINT NOT NULL,
-        seconds_since_exposure DOUBLE, PRIMARY KEY (experiment_id, outcome_event_id))""",
-    """CREATE TABLE IF NOT EXISTS dead_letters (
-        source_topic VARCHAR NOT NULL, kafka_partition BIGINT NOT NULL, kafka_offset BIGINT NOT NULL,
-        raw VARCHAR, raw_encoding VARCHAR, error VARCHAR,
-        PRIMARY KEY (source_topic, kafka_partition, kafka_offset))""",
-    # `revision` counts the newer records that replaced a row, so that `version()` moves when a status changes.
-    """CREATE TABLE IF NOT EXISTS experiment_health (
-        experiment_id VARCHAR NOT NULL, model_version VARCHAR NOT NULL, experiment_version BIGINT,
-        status VARCHAR NOT NULL, reason VARCHAR, ts BIGINT NOT NULL, revision BIGINT NOT NULL DEFAULT 0,
-        PRIMARY KEY (experiment_id, model_version))""",
-)
-
-_ASSIGNMENT_COLUMNS = (
-    "experiment_id",
-    "event_id",
-    "experiment_version",
-    "customer_id",
-    "variant",
-    "score",
-    "decision",
-    "model_version",
-    "first_exposure",
-    "event_ts",
-    "decided_ts",
-    "pre_period_purchases",
-)
-_OUTCOME_COLUMNS = (
-    "experiment_id",
-    "outcome_event_id",
-    "customer_id",
-    "variant",
-    "ts",
-    "converted",
-    "revenue_cents",
-    "seconds_since_exposure",
-)
-_DEAD_COLUMNS = ("source_topic", "kafka_partition", "kafka_offset", "raw", "raw_encoding", "error")
-_HEALTH_COLUMNS = ("experiment_id", "model_version", "experiment_version", "status", "reason", "ts")
 
 # One row per customer (first exposure wins) with what they did up to $as_of. Parameters: $exp, $as_of.
 _CUSTOMERS_SQL = """
@@ -166,8 +124,7 @@ _FAR_FUTURE_MS = 2**62
 def to_epoch_ms(value: int | float | dt.datetime | dt.date | str | None) -> int | None:
     """Normalise an as-of time to epoch milliseconds (UTC).
 
-    Accepts epoch ms, a datetime (naive = UTC), a date (its end: 23:59:59.999 UTC) or an ISO-8601 string (a
-    bare
+    Accepts epoch ms, a datetime (naive = UTC), a date (its end: 23:59:59.999 UTC) or an ISO-8601 string (a bare
     date means the end of that day).
     """
     if value is None:
@@ -190,87 +147,6 @@ def to_epoch_ms(value: int | float | dt.datetime | dt.date | str | None) -> int 
         start = dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
         return int(start.timestamp() * 1000) + _MS_PER_DAY - 1
     raise TypeError(f"as_of must be epoch ms, a datetime, a date or an ISO string; got {type(value).__name__}")
-
-
-def _require(rec: Mapping[str, Any], kind: str, names: Iterable[str]) -> None:
-    missing = [n for n in names if rec.get(n) is None]
-    if missing:
-        ident = rec.get("event_id") or rec.get("outcome_event_id") or "?"
-        raise DataValidationError(f"{kind} record {ident!r} lacks required field(s) {missing}; got keys {sorted(rec)}")
-
-
-def _assignment_row(rec: Mapping[str, Any]) -> tuple[Any, ...]:
-    _require(rec, "assignments", ("event_id", "experiment_id", "customer_id", "variant", "event_ts"))
-    pre = rec.get("pre_period_purchases", 0)
-    if isinstance(pre, bool) or not isinstance(pre, int) or pre < 0:
-        raise DataValidationError(
-            f"assignments record {rec['event_id']!r}: pre_period_purchases must be an int >= 0, got {pre!r}"
-        )
-    score = rec.get("score")
-    return (
-        str(rec["experiment_id"]),
-        str(rec["event_id"]),
-        rec.get("experiment_version"),
-        str(rec["customer_id"]),
-        str(rec["variant"]),
-        None if score is None else float(score),
-        rec.get("decision"),
-        rec.get("model_version"),
-        rec.get("first_exposure"),
-        int(rec["event_ts"]),
-        rec.get("decided_ts"),
-        pre,
-    )
-
-
-def _outcome_row(rec: Mapping[str, Any]) -> tuple[Any, ...]:
-    _require(rec, "attributed-outcomes", ("outcome_event_id", "experiment_id", "customer_id", "ts"))
-    revenue = rec.get("revenue") or 0.0
-    if not isinstance(revenue, int | float) or not math.isfinite(revenue):
-        raise DataValidationError(
-            f"attributed-outcomes record {rec['outcome_event_id']!r}: revenue must be a finite number, got {revenue!r}"
-        )
-    converted = rec.get("converted", True)
-    return (
-        str(rec["experiment_id"]),
-        str(rec["outcome_event_id"]),
-        str(rec["customer_id"]),
-        rec.get("variant"),
-        int(rec["ts"]),
-        bool(converted),
-        to_cents(float(revenue)),
-        rec.get("seconds_since_exposure"),
-    )
-
-
-def _dead_row(rec: Mapping[str, Any]) -> tuple[Any, ...]:
-    _require(rec, "dead-letter", ("source_topic", "partition", "offset"))
-    return (
-        str(rec["source_topic"]),
-        int(rec["partition"]),
-        int(rec["offset"]),
-        rec.get("raw"),
-        rec.get("raw_encoding"),
-        rec.get("error"),
-    )
-
-
-def _health_row(rec: Mapping[str, Any]) -> tuple[Any, ...]:
-    _require(rec, "experiment-health", ("experiment_id", "model_version", "status", "ts"))
-    if rec["status"] not in HEALTH_STATUSES:
-        raise DataValidationError(
-            f"experiment-health record of {rec['experiment_id']!r}: status must be one of {list(HEALTH_STATUSES)}, "
-            f"got {rec['status']!r}"
-        )
-    version = rec.get("experiment_version")
-    return (
-        str(rec["experiment_id"]),
-        str(rec["model_version"]),
-        None if version is None else int(version),
-        str(rec["status"]),
-        rec.get("reason"),
-        int(rec["ts"]),
-    )
 
 
 @dataclass(frozen=True)
@@ -301,20 +177,8 @@ class ModelHealth:
         return asdict(self)
 
 
-def _experiment_row(defn_json: str) -> tuple[Any, ...]:
-    try:
-        defn = json.loads(defn_json)
-    except (TypeError, json.JSONDecodeError) as error:
-        raise DataValidationError(f"experiment definition is not valid JSON: {error}") from error
-    if not isinstance(defn, dict) or not defn.get("id") or not isinstance(defn.get("version"), int):
-        raise DataValidationError(
-            f"experiment definition needs a string 'id' and an int 'version'; got {str(defn_json)[:200]!r}"
-        )
-    return (str(defn["id"]), int(defn["version"]), defn.get("updated_ts"), defn_json)
-
-
 class ResultsStore:
-    """DuckDB-backed results store (CONTRACTS.md §3). Use as a context manager or call `open()`/`close()`."""
+    """DuckDB-backed results store. Use as a context manager or call `open()`/`close()`."""
 
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
@@ -322,8 +186,7 @@ class ResultsStore:
         self._con: Any = None
         self._has_health = False
 
-    # -- lifecycle
-    # ----------------------------------------------------------------------------------------------
+    # -- lifecycle -----------------------------------------------------------------------------------------------------
 
     def open(self) -> ResultsStore:
         """Connect (creating the file and schema unless read-only)."""
@@ -340,7 +203,7 @@ class ResultsStore:
         except duckdb.Error as error:
             raise InfraError(f"cannot open results store {self.path}: {error}") from error
         if not self.read_only:
-            for statement in _SCHEMA:
+            for statement in SCHEMA:
                 self._con.execute(statement)
         # A store written before model health existed lacks the table; read-only readers then see no health rows.
         self._has_health = bool(
@@ -349,7 +212,7 @@ class ResultsStore:
                 "AND table_name = 'experiment_health'"
             ).fetchone()[0]
         )
-        log.debug("store opened path=%s read_only=%s", self.path, self.read_only)
+        logger.debug("store opened path=%s read_only=%s", self.path, self.read_only)
         return self
 
     def close(self) -> None:
@@ -371,8 +234,7 @@ class ResultsStore:
             raise InfraError(f"results store {self.path} is not open; use `with ResultsStore(path) as store:`")
         return self._con
 
-    # -- writes
-    # -------------------------------------------------------------------------------------------------
+    # -- writes --------------------------------------------------------------------------------------------------------
 
     def record_assignment(self, rec: Mapping[str, Any]) -> None:
         """Store one `assignments` record (idempotent by (experiment_id, event_id))."""
@@ -408,19 +270,19 @@ class ResultsStore:
         Every record is validated before anything is written; an invalid record raises `DataValidationError`
         naming it and the whole batch is left unwritten (the caller dead-letters or skips it and retries).
         """
-        rows_a = [_assignment_row(r) for r in assignments]
-        rows_o = [_outcome_row(r) for r in outcomes]
-        rows_d = [_dead_row(r) for r in dead_letters]
-        rows_e = [_experiment_row(d) for d in experiments]
-        rows_h = [_health_row(r) for r in health]
+        rows_a = [assignment_row(r) for r in assignments]
+        rows_o = [outcome_row(r) for r in outcomes]
+        rows_d = [dead_row(r) for r in dead_letters]
+        rows_e = [experiment_row(d) for d in experiments]
+        rows_h = [health_row(r) for r in health]
         if not (rows_a or rows_o or rows_d or rows_e or rows_h):
             return
         con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
-            self._insert("assignments", _ASSIGNMENT_COLUMNS, rows_a)
-            self._insert("outcomes", _OUTCOME_COLUMNS, rows_o)
-            self._insert("dead_letters", _DEAD_COLUMNS, rows_d)
+            self._insert("assignments", ASSIGNMENT_COLUMNS, rows_a)
+            self._insert("outcomes", OUTCOME_COLUMNS, rows_o)
+            self._insert("dead_letters", DEAD_COLUMNS, rows_d)
             for row in rows_e:
                 con.execute(
                     "INSERT INTO experiments VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
@@ -431,7 +293,7 @@ class ResultsStore:
                 )
             for row in rows_h:  # one by one: a batch may hold the same key twice (one record per job task)
                 con.execute(
-                    f"INSERT INTO experiment_health ({', '.join(_HEALTH_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?) "
+                    f"INSERT INTO experiment_health ({', '.join(HEALTH_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (experiment_id, model_version) DO UPDATE SET "
                     "experiment_version = excluded.experiment_version, status = excluded.status, "
                     "reason = excluded.reason, ts = excluded.ts, revision = experiment_health.revision + 1 "
@@ -442,7 +304,7 @@ class ResultsStore:
         except Exception:
             con.execute("ROLLBACK")
             raise
-        log.debug(
+        logger.debug(
             "batch stored assignments=%d outcomes=%d dead_letters=%d experiments=%d health=%d",
             len(rows_a),
             len(rows_o),
@@ -466,30 +328,53 @@ class ResultsStore:
         finally:
             self.con.unregister("_abflow_batch")
 
-    # -- reads
-    # --------------------------------------------------------------------------------------------------
+    # -- reads ---------------------------------------------------------------------------------------------------------
 
-    def experiments(self) -> list[dict[str, Any]]:
-        """The latest definition of every experiment, parsed, sorted by id."""
-        rows = self.con.execute("SELECT definition FROM experiments ORDER BY id").fetchall()
-        return [json.loads(r[0]) for r in rows]
+    def experiment_ids(self) -> list[str]:
+        """The id of every experiment with a stored definition, sorted (also those `experiments()` leaves out)."""
+        return [str(r[0]) for r in self.con.execute("SELECT id FROM experiments ORDER BY id").fetchall()]
+
+    def experiments(self) -> list[ExperimentDefinition]:
+        """The latest definition of every experiment, sorted by id.
+
+        The collector keeps any definition with an id and an int version, so the store may hold one the parser
+        refuses (one the job refused, too); it is left out here with a warning rather than hiding every other
+        experiment, and `experiment()` names the problem.
+        """
+        rows = self.con.execute("SELECT id, definition FROM experiments ORDER BY id").fetchall()
+        definitions = []
+        for experiment_id, text in rows:
+            try:
+                definitions.append(self._parse(experiment_id, text))
+            except ExperimentError as error:
+                logger.warning("stored definition skipped: %s", error)
+        return definitions
 
     def definition_json(self, experiment_id: str) -> str | None:
         """The latest definition JSON of one experiment as recorded, or None."""
         row = self.con.execute("SELECT definition FROM experiments WHERE id = ?", [experiment_id]).fetchone()
-        return None if row is None else row[0]
+        return None if row is None else str(row[0])
 
-    def experiment(self, experiment_id: str) -> dict[str, Any] | None:
-        """The latest definition of one experiment, parsed, or None."""
+    def experiment(self, experiment_id: str) -> ExperimentDefinition | None:
+        """The latest definition of one experiment, or None; `ExperimentError` if the stored one is invalid."""
         text = self.definition_json(experiment_id)
-        return None if text is None else json.loads(text)
+        return None if text is None else self._parse(experiment_id, text)
+
+    def _parse(self, experiment_id: str, text: str) -> ExperimentDefinition:
+        try:
+            return ExperimentDefinition.from_json(text)
+        except ExperimentError as error:
+            raise ExperimentError(
+                f"the latest definition of experiment '{experiment_id}' in the results store {self.path} is not "
+                f"valid, so it cannot be analysed: {error}"
+            ) from error
 
     def model_health(self, experiment_id: str) -> list[ModelHealth]:
         """The job's newest health record per model version of the experiment, newest first."""
         if not self._has_health:
             return []
         rows = self.con.execute(
-            f"SELECT {', '.join(_HEALTH_COLUMNS)} FROM experiment_health WHERE experiment_id = ? "
+            f"SELECT {', '.join(HEALTH_COLUMNS)} FROM experiment_health WHERE experiment_id = ? "
             "ORDER BY ts DESC, model_version",
             [experiment_id],
         ).fetchall()
@@ -503,10 +388,12 @@ class ResultsStore:
         return None
 
     def _variant_names(self, experiment_id: str) -> list[str]:
-        defn = self.experiment(experiment_id)
-        if not defn:
+        """The declared arms, so that an arm nobody reached yet still shows (as zeros); none if unknown or invalid."""
+        try:
+            defn = self.experiment(experiment_id)
+        except ExperimentError:
             return []
-        return [str(v["name"]) for v in defn.get("variants", []) if isinstance(v, dict) and "name" in v]
+        return [] if defn is None else [v.name for v in defn.variants]
 
     def customers(self, experiment_id: str, as_of: Any = None) -> list[dict[str, Any]]:
         """The per-customer view (first exposure wins), sorted by customer_id; revenue in currency units."""
@@ -542,8 +429,7 @@ class ResultsStore:
         """
         as_of_ms = self._as_of(as_of)
         params = {"exp": experiment_id, "as_of": as_of_ms}
-        # Increments are plain 8-tuples of ints: a day's increment alone need not satisfy VariantStats'
-        # invariants
+        # Increments are plain 8-tuples of ints: a day's increment alone need not satisfy VariantStats' invariants
         # (a customer exposed yesterday may convert today), only the running totals do.
         increments: dict[int, dict[str, list[int]]] = {}
 
@@ -622,7 +508,7 @@ class ResultsStore:
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         """The most recent dead letters (highest offsets first), for inspection."""
         rows = self.con.execute(
-            f"SELECT {', '.join(_DEAD_COLUMNS)} FROM dead_letters ORDER BY source_topic, kafka_partition, "
+            f"SELECT {', '.join(DEAD_COLUMNS)} FROM dead_letters ORDER BY source_topic, kafka_partition, "
             "kafka_offset DESC LIMIT ?",
             [limit],
         ).fetchall()

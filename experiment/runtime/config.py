@@ -4,8 +4,8 @@ Precedence, highest first: CLI flags (passed as `overrides`), environment variab
 (`abflow.toml` in the working directory, or the path in `ABFLOW_CONFIG`), then local defaults that need no setup.
 Secrets are `SecretStr` so that printing or logging a `Settings` never shows them, and every secret loaded here is
 registered with `experiment.runtime.redaction`, which masks it in log lines that libraries write with their own
-copy of it.
-Kafka addresses are parsed in one place (`parse_bootstrap_servers`), so `kafka up` and every client agree on them.
+copy of it. Kafka addresses are parsed in one place (`parse_bootstrap_servers`), so `kafka up` and every client agree on
+them.
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def load_settings(overrides: dict[str, Any] | None = None, env: dict[str, str] |
     if unknown:
         raise ConfigError(f"Unknown setting(s): {', '.join(sorted(unknown))}.")
     settings = Settings(kafka=kafka)
-    top = {k: Path(v).expanduser() for k, v in layers[""].items()}
+    top: dict[str, Any] = {k: Path(v).expanduser() for k, v in layers[""].items()}
     if "home" in top and "store_path" not in top:
         top["store_path"] = top["home"] / "results.duckdb"
     return replace(settings, **top)

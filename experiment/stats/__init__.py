@@ -1,9 +1,7 @@
 """abflow's statistics: pure functions from sufficient statistics to typed results.
 
 Imports no Kafka, Flink, DuckDB, Streamlit or Typer. Start from `analysis.analyse` for a whole experiment, or
-call a
-single test (`proportions.compare_proportions`, `means.compare_revenue`, `srm.srm_test`,
-`bayes.compare_bayes`,
+call a single test (`proportions.compare_proportions`, `means.compare_revenue`, `srm.srm_test`, `bayes.compare_bayes`,
 `cuped.compare_cuped`, `sequential.compare_sequential`, `power.*`, `corrections.adjust_p_values`).
 """
 

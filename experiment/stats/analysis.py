@@ -1,24 +1,20 @@
 """Analyse one experiment: each treatment arm against control, every metric, every method, a verdict.
 
 This is the single entry point the reports and the dashboard call. It is pure: sufficient statistics in (a
-snapshot
-and, optionally, the cumulative daily history), a typed result tree out.
+snapshot and, optionally, the cumulative daily history), a typed result tree out.
 
-Verdict rule (documented in the README):
+Verdict rule (documented in docs/statistics.md):
 1. A sample-ratio mismatch (p < 0.001) makes every number suspect: **don't ship**, investigate.
 2. Before the planned sample size is reached, decisions use the always-valid (sequential) p-values, since the
    analyst is peeking; at or after it, the fixed-horizon p-values. Primary-metric p-values are Holm-adjusted
-   across
-   the treatment arms; guardrails are Holm-adjusted across guardrails × arms.
+   across the treatment arms; guardrails are Holm-adjusted across guardrails × arms.
 3. An arm whose primary metric is significantly better and no guardrail significantly worse → **ship** (the
-best such
-   arm by relative lift).
+   best such arm by relative lift).
 4. Otherwise, an arm significantly worse on the primary metric, or the planned sample size reached without a
    significant improvement → **don't ship**.
 5. Otherwise → **keep running** (not enough power yet).
 The planned sample size is the definition's `planned_sample_size` (total users across arms) or, without it,
-the
-total needed to detect the definition's `mde` (relative lift) with 80 % power at the observed control rate.
+the total needed to detect the definition's `mde` (relative lift) with 80 % power at the observed control rate.
 """
 
 from __future__ import annotations
@@ -27,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from experiment.core.definition import control_of
+from experiment.core.definition import ExperimentDefinition, Metric
 from experiment.stats.bayes import BayesResult, compare_bayes
 from experiment.stats.corrections import adjust_p_values
 from experiment.stats.cuped import CupedResult, compare_cuped
@@ -41,16 +37,22 @@ from experiment.stats.srm import SrmResult, srm_test
 from experiment.stats.sufficient import VariantStats
 
 __all__ = [
+    "METHODS",
     "METRICS",
     "AnalysisConfig",
     "ArmMetricResult",
     "ExperimentAnalysis",
+    "Method",
     "Verdict",
     "analyse",
+    "compare_fixed",
 ]
 
-METRICS = ("conversion", "revenue_per_user")
+METRICS: tuple[Metric, ...] = ("conversion", "revenue_per_user")
 Decision = Literal["ship", "dont_ship", "keep_running"]
+#: The three ways every arm × metric is compared, in the order the reports list them.
+Method = Literal["fixed_horizon", "sequential", "cuped"]
+METHODS: tuple[Method, ...] = ("fixed_horizon", "sequential", "cuped")
 
 METHOD_NOTES = {
     "conversion.fixed_horizon": (
@@ -86,9 +88,9 @@ class AnalysisConfig:
     experiment_id: str
     variants: tuple[tuple[str, float], ...]
     control: str
-    primary_metric: str = "conversion"
-    secondary_metrics: tuple[str, ...] = ()
-    guardrail_metrics: tuple[str, ...] = ()
+    primary_metric: Metric = "conversion"
+    secondary_metrics: tuple[Metric, ...] = ()
+    guardrail_metrics: tuple[Metric, ...] = ()
     planned_sample_size: int | None = None
     mde: float | None = None
     alpha: float = 0.05
@@ -118,26 +120,30 @@ class AnalysisConfig:
         return tuple(name for name, _ in self.variants if name != self.control)
 
     @property
-    def metrics(self) -> tuple[str, ...]:
+    def metrics(self) -> tuple[Metric, ...]:
         """Primary, secondary and guardrail metrics, without repeats, in that order."""
-        seen: list[str] = []
+        seen: list[Metric] = []
         for m in (self.primary_metric, *self.secondary_metrics, *self.guardrail_metrics):
             if m not in seen:
                 seen.append(m)
         return tuple(seen)
 
     @classmethod
-    def from_definition(cls, defn: Mapping[str, Any], *, alpha: float = 0.05) -> AnalysisConfig:
-        """Build from an experiment definition dict (CONTRACTS.md §1)."""
+    def from_definition(cls, defn: ExperimentDefinition, *, alpha: float = 0.05) -> AnalysisConfig:
+        """Build from a parsed experiment definition.
+
+        It takes the typed definition, not its JSON, so that defaults (and the control of a definition written
+        before `control` existed) are decided once, by the definition's parser, and never again here.
+        """
         return cls(
-            experiment_id=str(defn["id"]),
-            variants=tuple((str(v["name"]), float(v["weight"])) for v in defn["variants"]),
-            control=control_of(defn),
-            primary_metric=str(defn.get("primary_metric") or "conversion"),
-            secondary_metrics=tuple(defn.get("secondary_metrics") or ()),
-            guardrail_metrics=tuple(defn.get("guardrail_metrics") or ()),
-            planned_sample_size=defn.get("planned_sample_size"),
-            mde=defn.get("mde"),
+            experiment_id=defn.id,
+            variants=tuple((v.name, v.weight) for v in defn.variants),
+            control=defn.control,
+            primary_metric=defn.primary_metric,
+            secondary_metrics=defn.secondary_metrics,
+            guardrail_metrics=defn.guardrail_metrics,
+            planned_sample_size=defn.planned_sample_size,
+            mde=defn.mde,
             alpha=alpha,
         )
 
@@ -156,6 +162,15 @@ class ArmMetricResult:
     p_value_holm: float | None = None
     p_value_bh: float | None = None
     reasons: dict[str, Reason] = field(default_factory=dict)
+
+    def comparison(self, method: Method) -> Comparison:
+        """The comparison by one of `METHODS`: what the tables loop over, one row per method."""
+        by_method: dict[str, Comparison] = {
+            "fixed_horizon": self.fixed_horizon,
+            "sequential": self.sequential,
+            "cuped": self.cuped,
+        }
+        return by_method[method]
 
 
 @dataclass(frozen=True)
@@ -200,7 +215,8 @@ class ExperimentAnalysis:
         raise KeyError(f"no result for arm '{arm}' and metric '{metric}'")
 
 
-def _fixed(control: VariantStats, treatment: VariantStats, metric: str, alpha: float) -> Comparison:
+def compare_fixed(control: VariantStats, treatment: VariantStats, metric: Metric, alpha: float = 0.05) -> Comparison:
+    """The fixed-horizon test of a metric: two proportions for conversion, Welch's t for revenue per user."""
     if metric == "conversion":
         return compare_proportions(control, treatment, alpha=alpha)
     return compare_revenue(control, treatment, alpha=alpha)
@@ -257,9 +273,9 @@ def analyse(
                     arm=arm,
                     metric=metric,
                     role=role,
-                    fixed_horizon=_fixed(control, treatment, metric, alpha),
+                    fixed_horizon=compare_fixed(control, treatment, metric, alpha),
                     sequential=compare_sequential(snapshots, alpha=alpha, tuning_users=tuning, metric=metric),
-                    cuped=compare_cuped(control, treatment, metric=metric, alpha=alpha),  # type: ignore[arg-type]
+                    cuped=compare_cuped(control, treatment, metric=metric, alpha=alpha),
                     bayes=compare_bayes(control, treatment) if metric == "conversion" else None,
                 )
             )
@@ -348,7 +364,8 @@ def _verdict(
         for r in guard
         if (p := guard_p[f"{r.arm}/{r.metric}"]) is not None and p < alpha and (comparison(r).abs_diff or 0) < 0
     }
-    better, worse = [], []
+    better: list[ArmMetricResult] = []
+    worse: list[ArmMetricResult] = []
     for r in primary:
         p = primary_p[r.arm]
         diff = comparison(r).abs_diff

@@ -2,8 +2,7 @@
 
 Posterior of a rate with x conversions in n users and a Beta(1, 1) prior: Beta(α = 1 + x, β = 1 + n − x).
 Use these numbers to talk about risk ("if we ship and are wrong, we lose on average L conversions per user");
-they are
-not p-values and are not corrected for peeking.
+they are not p-values and are not corrected for peeking.
 
 Exact computation (Evan Miller, "Formulas for Bayesian A/B testing", 2015, the closed form for P(p_B > p_A)):
 
@@ -11,24 +10,17 @@ Exact computation (Evan Miller, "Formulas for Bayesian A/B testing", 2015, the c
 
 evaluated in log space (scipy.special.betaln, summed with logsumexp). The sum has α_B terms; by the symmetries
 P(p_B > p_A) = 1 − P(p_A > p_B) and p > q ⇔ 1 − p < 1 − q we may instead sum over α_A, β_A or β_B terms, and
-we use
-the smallest of the four, so a 1 %-conversion experiment with 10^8 users sums ~10^6 terms.
+we use the smallest of the four, so a 1 %-conversion experiment with 10^8 users sums ~10^6 terms.
 
 When even the smallest count exceeds `EXACT_MAX_TERMS`, the sum is replaced by Gauss–Legendre quadrature of
-the same
-probability, P = ∫ f_N(x) · G(x) dx, where f_N is the density of the *narrower* posterior and G the
-(regularised
-incomplete beta) CDF of the other one; the integrand is then a narrow smooth bump times a smooth function, the
-range is
-the narrow posterior's mean ± 14 standard deviations (mass outside < 1e-40 for such large parameters, which
-are
-near-normal), and `QUAD_NODES` nodes give an absolute error below 1e-10 versus the exact sum. The tests
-measure that
+the same probability, P = ∫ f_N(x) · G(x) dx, where f_N is the density of the *narrower* posterior and G the
+(regularised incomplete beta) CDF of the other one; the integrand is then a narrow smooth bump times a smooth function,
+the range is the narrow posterior's mean ± 14 standard deviations (mass outside < 1e-40 for such large parameters, which
+are near-normal), and `QUAD_NODES` nodes give an absolute error below 1e-10 versus the exact sum. The tests measure that
 error at the switch point (counts around `EXACT_MAX_TERMS`) and against a seeded Monte Carlo.
 
 Precision: betaln of arguments near 10^8 is ~10^8 in magnitude, so the log-space terms carry an absolute error
-of
-about 1e-8 (relative error of P about 1e-8) at n = 10^8, and ~1e-12 at n ≤ 10^5.
+of about 1e-8 (relative error of P about 1e-8) at n = 10^8, and ~1e-12 at n ≤ 10^5.
 """
 
 from __future__ import annotations
@@ -66,8 +58,7 @@ class BayesResult:
 
     `expected_loss_treatment` = E[max(p_c − p_t, 0)]: what we lose on average by shipping treatment;
     `expected_loss_control` = E[max(p_t − p_c, 0)]: what we lose by keeping control. `evaluation` is
-    "exact_sum" or
-    "quadrature" (see the module docstring for the switch and its error).
+    "exact_sum" or "quadrature" (see the module docstring for the switch and its error).
     """
 
     method: str = METHOD
@@ -153,8 +144,7 @@ def expected_loss(a_a: float, b_a: float, a_b: float, b_b: float) -> float:
     Stucchio (2015), "Bayesian A/B testing at VWO" (the loss function of Section 4).
 
     Uses E[p_A·1{p_A > p_B}] = E[p_A]·P(p'_A > p_B) with p'_A ~ Beta(a_a + 1, b_a) (size-biased posterior),
-    and
-    likewise for p_B, so the loss reduces to two P(beat) evaluations.
+    and likewise for p_B, so the loss reduces to two P(beat) evaluations.
     """
     mean_a = a_a / (a_a + b_a)
     mean_b = a_b / (a_b + b_b)
@@ -167,8 +157,7 @@ def compare_bayes(control: VariantStats, treatment: VariantStats) -> BayesResult
     """P(treatment beats control) and expected losses for conversion, uniform Beta(1, 1) priors.
 
     With zero users in an arm the posterior is just the prior; the probability would be 0.5 by symmetry but
-    says
-    nothing, so it is null with reason `no_users_in_variant`.
+    says nothing, so it is null with reason `no_users_in_variant`.
     """
     if control.users == 0 or treatment.users == 0:
         reasons = dict.fromkeys(

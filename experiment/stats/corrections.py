@@ -1,11 +1,8 @@
 """Multiple-testing corrections across metrics and arms, via statsmodels `multipletests`.
 
 Holm (1979) controls the family-wise error rate (the chance of any false positive) and is uniformly more
-powerful
-than Bonferroni: use it for the decision metrics (primary metric across treatment arms). Benjamini–Hochberg
-(1995)
-controls the false discovery rate (the expected share of false positives among discoveries): use it for the
-broad
+powerful than Bonferroni: use it for the decision metrics (primary metric across treatment arms). Benjamini–Hochberg
+(1995) controls the false discovery rate (the expected share of false positives among discoveries): use it for the broad
 table of secondary metrics. Undefined p-values stay undefined and are not counted in the family.
 """
 

@@ -2,11 +2,9 @@
 
 Deng, Xu, Kohavi & Walker (2013), "Improving the sensitivity of online controlled experiments by utilizing
 pre-experiment data", WSDM: with a covariate X unaffected by the treatment, Y_cv = Y − θ(X − E[X]) has the
-same
-expected difference between arms and variance Var(Y)(1 − ρ²) when θ = Cov(Y, X) / Var(X) (their eq. 3–4).
-θ is estimated once from both arms pooled, so the same adjustment applies to each arm. Use CUPED whenever a
-pre-period covariate exists: same estimand, narrower CI. The relative lift divides by the adjusted control
-mean.
+same expected difference between arms and variance Var(Y)(1 − ρ²) when θ = Cov(Y, X) / Var(X) (their eq. 3–4). θ is
+estimated once from both arms pooled, so the same adjustment applies to each arm. Use CUPED whenever a pre-period
+covariate exists: same estimand, narrower CI. The relative lift divides by the adjusted control mean.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Welch's t-test for a per-user mean (revenue per user), from sufficient statistics.
 
 Use it for continuous per-user metrics whose variances differ between arms (revenue is heavy-tailed and
-treatment may
-change its spread, so the pooled-variance Student test is not safe). For large samples it agrees with a
+treatment may change its spread, so the pooled-variance Student test is not safe). For large samples it agrees with a
 z-test.
 """
 
@@ -38,8 +37,7 @@ def welch_from_moments(
 
     SE = sqrt(s_c²/n_c + s_t²/n_t); df = SE⁴ / ((s_c²/n_c)²/(n_c − 1) + (s_t²/n_t)²/(n_t − 1)) (Welch 1947,
     Biometrika 34, eq. 9); CI d ± t_{1−α/2, df}·SE and p = 2·P(T_df > |d|/SE). The relative lift d / mean_c
-    uses the
-    delta method with a normal quantile: Var ≈ s_t²/(n_t·m_c²) + m_t²·s_c²/(n_c·m_c⁴).
+    uses the delta method with a normal quantile: Var ≈ s_t²/(n_t·m_c²) + m_t²·s_c²/(n_c·m_c⁴).
     """
     z_quantile(alpha)  # validates alpha
     reasons: dict[str, Reason] = {}

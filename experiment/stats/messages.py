@@ -1,10 +1,8 @@
 """Machine-readable reasons why a statistic is undefined.
 
 A statistic that cannot be computed from the data (no users, a zero baseline, zero variance) is reported as
-`null`
-together with one of these reasons, so that a report, the dashboard or a script can branch on the *cause*
-instead of
-parsing prose or meeting a NaN. Misuse (a negative count, weights that do not sum to one) raises instead.
+`null` together with one of these reasons, so that a report, the dashboard or a script can branch on the *cause* instead
+of parsing prose or meeting a NaN. Misuse (a negative count, weights that do not sum to one) raises instead.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """Power, minimum detectable effect (MDE) and required sample size, via statsmodels.
 
-Conversion uses Cohen's effect size h = 2·asin(√p_t) − 2·asin(√p_c) with `NormalIndPower` (the
-arcsine-transformed
+Conversion uses Cohen's effect size h = 2·asin(√p_t) − 2·asin(√p_c) with `NormalIndPower` (the arcsine-transformed
 two-proportion z-test; Cohen 1988, Statistical Power Analysis, ch. 6). Revenue uses Cohen's d = Δ / σ with
-`TTestIndPower`. Use them before launch (how many users?) and while running (is "no effect" just low power?).
-MDEs are relative (0.05 = +5 % over the control rate), as in the experiment definition's `mde`.
+`TTestIndPower`. Use them before launch (how many users?) and while running (is "no effect" just low power?). MDEs are
+relative (0.05 = +5 % over the control rate), as in the experiment definition's `mde`.
 """
 
 from __future__ import annotations

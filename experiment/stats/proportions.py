@@ -1,8 +1,7 @@
 """Two-proportion comparison (conversion rate): the fixed-horizon frequentist workhorse.
 
 Use it for any 0/1 per-user metric at a planned sample size. For peeking use `sequential`; for a variance
-reduction
-with the pre-period covariate use `cuped`.
+reduction with the pre-period covariate use `cuped`.
 """
 
 from __future__ import annotations
@@ -37,10 +36,9 @@ def compare_proportions(control: VariantStats, treatment: VariantStats, *, alpha
 
     Formulas, with p̂ = conversions / users and n = users per arm:
     - abs: d = p̂_t − p̂_c, SE = sqrt(p̂_t(1−p̂_t)/n_t + p̂_c(1−p̂_c)/n_c) (unpooled Wald), CI d ±
-    z_{1−α/2}·SE and
-      p = 2Φ(−|d|/SE), so p < α ⇔ 0 ∉ CI.
-    - pooled p-value: p̄ = (x_c + x_t)/(n_c + n_t), SE₀ = sqrt(p̄(1−p̄)(1/n_c + 1/n_t)) (the score test under
-    H0).
+      z_{1−α/2}·SE and p = 2Φ(−|d|/SE), so p < α ⇔ 0 ∉ CI.
+    - pooled p-value: p̄ = (x_c + x_t)/(n_c + n_t), SE₀ = sqrt(p̄(1−p̄)(1/n_c + 1/n_t)) (the score test
+      under H0).
     - rel: r = p̂_t/p̂_c − 1, delta method Var(r) ≈ Var(p̂_t)/p̂_c² + p̂_t²·Var(p̂_c)/p̂_c⁴
       (Casella & Berger, Statistical Inference, 2nd ed., Thm 5.5.24), normal CI.
     """

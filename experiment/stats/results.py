@@ -2,8 +2,7 @@
 
 Every result names its `method` and carries, for each field that is `None`, a machine-readable `Reason` in
 `reasons`. The constructors check that contract (no NaN, no infinity, no unexplained `None`), so a bug that
-would
-silently produce a NaN fails loudly where it happens instead of in a report.
+would silently produce a NaN fails loudly where it happens instead of in a report.
 """
 
 from __future__ import annotations
@@ -71,10 +70,9 @@ class Comparison:
     """Treatment versus control on one metric by one method.
 
     Scales: `control_value`/`treatment_value` are the metric's per-user mean (a rate for conversion, currency
-    units
-    for revenue per user); `abs_diff`/`abs_ci` are treatment − control on that scale; `rel_lift`/`rel_ci` are
-    treatment / control − 1 (a fraction: 0.05 = +5 %). `p_value` is two-sided for H0: no difference, and is
-    consistent with `abs_ci` (p < alpha exactly when 0 lies outside `abs_ci`).
+    units for revenue per user); `abs_diff`/`abs_ci` are treatment − control on that scale; `rel_lift`/`rel_ci` are
+    treatment / control − 1 (a fraction: 0.05 = +5 %). `p_value` is two-sided for H0: no difference, and is consistent
+    with `abs_ci` (p < alpha exactly when 0 lies outside `abs_ci`).
     """
 
     method: str

@@ -3,8 +3,7 @@
 Johari, Koomen, Pekelis & Walsh (2017), "Peeking at A/B tests: why it matters, and what to do about it", KDD,
 Section 4; and Johari, Pekelis & Walsh (2022), "Always valid inference: continuous monitoring of A/B tests",
 Operations Research 70(3). For a difference estimate θ̂_n with variance V_n and a N(θ₀, τ²) mixing
-distribution over
-the alternative, the mixture likelihood ratio against H0: θ = θ₀ is
+distribution over the alternative, the mixture likelihood ratio against H0: θ = θ₀ is
 
     Λ_n = sqrt(V_n / (V_n + τ²)) · exp( τ² (θ̂_n − θ₀)² / (2 V_n (V_n + τ²)) )
 
@@ -17,14 +16,10 @@ two-sample statistic sqrt(2σ² / (2σ² + nτ²)) · exp(n²τ²(Ȳ_n − X̄_n
   (2 ln(1/α) + ln((V_n + τ²)/V_n)) ).
 
 Binary and revenue data use the CLT (Johari et al. 2022, Section 5: the asymptotic version with plug-in
-variances).
-τ² is set so that the boundary is tightest near `tuning_users` total users, the tuning rule for the
-normal-mixture
-boundary of Howard, Ramdas, McAuliffe & Sekhon (2021), "Time-uniform, nonparametric, nonasymptotic confidence
-sequences", Ann. Statist. 49(2) (the same rule GrowthBook exposes as its "sequential tuning parameter"): with
-the
-per-user variance s² = V_n·N, τ² = s²·(−2 ln α + ln(1 − 2 ln α)) / tuning_users. Any fixed τ² > 0 keeps
-validity;
+variances). τ² is set so that the boundary is tightest near `tuning_users` total users, the tuning rule for the
+normal-mixture boundary of Howard, Ramdas, McAuliffe & Sekhon (2021), "Time-uniform, nonparametric, nonasymptotic
+confidence sequences", Ann. Statist. 49(2) (the same rule GrowthBook exposes as its "sequential tuning parameter"): with
+the per-user variance s² = V_n·N, τ² = s²·(−2 ln α + ln(1 − 2 ln α)) / tuning_users. Any fixed τ² > 0 keeps validity;
 the choice only moves where the interval is narrowest.
 
 Use it when analysts look at results before the planned sample size; the price is wider intervals than the
@@ -36,13 +31,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
-from experiment.stats.means import compare_revenue
+from experiment.stats.means import WelchResult, compare_revenue
 from experiment.stats.messages import Reason
 from experiment.stats.proportions import compare_proportions
-from experiment.stats.results import Comparison, Interval
+from experiment.stats.results import Comparison, Interval, ProportionsResult
 from experiment.stats.sufficient import VariantStats
 
 __all__ = [
@@ -64,8 +60,7 @@ class SequentialResult(Comparison):
     """Always-valid comparison: `p_value` and the CIs stay valid however often one looks.
 
     `tau2` is the mixing variance on the absolute scale; `looks` the number of snapshots folded into the
-    running
-    minimum p-value and the running intersection of the intervals.
+    running minimum p-value and the running intersection of the intervals.
     """
 
     tau2: float | None = field(default=None, metadata={"nullable": True})
@@ -103,11 +98,14 @@ def compare_sequential(
     Takes one snapshot (control, treatment) or a history of cumulative snapshots.
 
     With a history (cumulative snapshots, oldest first) the p-value is the running minimum and the intervals
-    the
-    running intersection, both still always valid (the running min/intersection of always-valid objects is
-    always valid).
+    the running intersection, both still always valid (the running min/intersection of always-valid objects is always
+    valid).
     """
-    snapshots = [history] if isinstance(history, tuple) and isinstance(history[0], VariantStats) else list(history)
+    snapshots: list[tuple[VariantStats, VariantStats]] = (
+        [cast(tuple[VariantStats, VariantStats], history)]
+        if isinstance(history, tuple) and isinstance(history[0], VariantStats)
+        else list(cast(Sequence[tuple[VariantStats, VariantStats]], history))
+    )
     if not snapshots:
         raise ValueError("compare_sequential needs at least one (control, treatment) snapshot")
     p_run = 1.0
@@ -116,12 +114,12 @@ def compare_sequential(
     looks = 0
     last = None
     tau2_used = None
-    for control, treatment in snapshots:  # type: ignore[misc]
+    for control, treatment in snapshots:
         last, rel_se = _fixed(control, treatment, metric, alpha)
-        if last.abs_se is None or last.abs_diff is None:  # type: ignore[attr-defined]
+        if last.abs_se is None or last.abs_diff is None:
             continue
         looks += 1
-        var = last.abs_se**2  # type: ignore[attr-defined]
+        var = last.abs_se**2
         n_total = control.users + treatment.users
         tau2 = float(mixture_variance(var * n_total, alpha, tuning_users))
         tau2_used = tau2
@@ -176,7 +174,7 @@ def compare_sequential(
 
 def _fixed(
     control: VariantStats, treatment: VariantStats, metric: str, alpha: float
-) -> tuple[Comparison, float | None]:
+) -> tuple[ProportionsResult | WelchResult, float | None]:
     """The fixed-horizon comparison of one snapshot and the standard error of its relative lift."""
     if metric == "conversion":
         result = compare_proportions(control, treatment, alpha=alpha)

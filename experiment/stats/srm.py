@@ -1,8 +1,7 @@
 """Sample-ratio mismatch (SRM): are users split between variants as configured.
 
 An SRM means the assignment or the logging is broken (bots, a crashing variant, lost events), so every other
-number of
-the experiment is suspect. Run it first, on users per variant, against the configured weights.
+number of the experiment is suspect. Run it first, on users per variant, against the configured weights.
 """
 
 from __future__ import annotations
@@ -27,8 +26,7 @@ class SrmResult:
     """Pearson chi-square goodness of fit of users per variant against the configured weights.
 
     `alarm` is True when `p_value < threshold` (default 0.001: SRM checks run on every refresh, so the
-    threshold is
-    strict to keep false alarms rare). `expected` is in users.
+    threshold is strict to keep false alarms rare). `expected` is in users.
     """
 
     method: str = METHOD

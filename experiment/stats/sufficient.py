@@ -1,16 +1,12 @@
 """Per-variant sufficient statistics that merge exactly.
 
 Everything abflow concludes about a variant is a function of a handful of sums over its users. Keeping those
-sums in
-one frozen dataclass that adds (`a + b`) lets a stream aggregate, a batch recomputation from raw rows and a
-per-day
-slice produce *the same object*. To make that literally true, money is counted in integer minor units (cents):
-integer addition is exact, commutative and associative, whereas float sums depend on the order of the
-additions.
+sums in one frozen dataclass that adds (`a + b`) lets a stream aggregate, a batch recomputation from raw rows and a
+per-day slice produce *the same object*. To make that literally true, money is counted in integer minor units (cents):
+integer addition is exact, commutative and associative, whereas float sums depend on the order of the additions.
 
 Per user the inputs are: `converted` (0/1), `revenue` (currency units, rounded to cents per outcome) and the
-CUPED
-covariate `pre` (the customer's pre-period purchase count, an integer). Stored sums:
+CUPED covariate `pre` (the customer's pre-period purchase count, an integer). Stored sums:
 
     users, conversions = Σ converted,
     revenue_cents_sum = Σ r, revenue_cents_sum_sq = Σ r², with r the user's revenue in cents,
@@ -146,8 +142,7 @@ def sample_cov(n: int, sum_a: int, sum_b: int, sum_ab: int) -> float | None:
     """Unbiased sample covariance from integer sums, (n·Σab − Σa·Σb) / (n·(n − 1)); None when n < 2.
 
     With integer sums the numerator is computed exactly (no catastrophic cancellation even at n = 1e8); only
-    the
-    final division rounds.
+    the final division rounds.
     """
     if n < 2:
         return None

@@ -20,12 +20,13 @@ from typer.testing import CliRunner
 
 from experiment.cli.demo import wait_for_job_to_read_experiments
 from experiment.cli.main import app
+from experiment.cli.simulate_io import load_experiment, run_simulation
 from experiment.core.definition import ExperimentDefinition, ModelRef
 from experiment.kafka import control_plane
 from experiment.results.collector import collect
 from experiment.results.report import build_report
 from experiment.results.store import ResultsStore
-from experiment.simulation.simulator import SimulationConfig, build_population, load_experiment, run_simulation
+from experiment.simulation.simulator import SimulationConfig, build_population
 from flink_pipeline.scoring import load_verified_scorer, sha256_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,12 +154,12 @@ def test_simulated_experiment_is_measured_correctly(abflow_settings, model_dir, 
         assert accounted_for(store, None)
 
     # Sample sizes: the report counts exactly the unique simulated customers per variant.
-    assert {v: s["users"] for v, s in report["variants"].items()} == result.customers_per_variant
+    assert {v.name: v.users for v in report.variants} == result.customers_per_variant
     # The dead-letter count equals the number of injected malformed events, split by source topic.
     assert dead == {kafka.topic(t): n for t, n in result.malformed_by_topic.items()}
     # SRM is not flagged (a 50/50 hash split).
-    srm = report["analysis"]["srm"]
-    assert srm["alarm"] is False and srm["p_value"] >= 0.001, srm
+    srm = report.srm
+    assert srm.alarm is False and srm.p_value is not None and srm.p_value >= 0.001, srm
     # The job decided exactly what the simulator computed (same assignment, same PMML, same threshold).
     view = load_experiment(abflow_settings, experiment_id)
     scorer = load_verified_scorer(view.pmml_path, view.model_version, str(model_dir / "data"))
@@ -166,10 +167,10 @@ def test_simulated_experiment_is_measured_correctly(abflow_settings, model_dir, 
     expected = {cid: ("show" if shown else "hide") for cid, shown in zip(population.ids, population.shown, strict=True)}
     assert decisions == expected
     # The true lift lies inside the reported 95% CI of the primary metric.
-    primary = next(r for r in report["analysis"]["results"] if r["metric"] == "conversion")
-    low, high = primary["fixed_horizon"]["abs_ci"]
-    assert result.true_lift is not None
-    assert low <= result.true_lift.abs_lift <= high, (low, result.true_lift.abs_lift, high)
+    primary = next(r for r in report.results if r.metric == "conversion")
+    ci = primary.fixed_horizon.abs_ci
+    assert result.true_lift is not None and ci is not None
+    assert ci.contains(result.true_lift.abs_lift), (ci, result.true_lift.abs_lift)
 
 
 def test_cli_simulate_sends_exactly_what_it_reports(abflow_settings, model_dir, monkeypatch) -> None:

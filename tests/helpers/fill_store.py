@@ -1,12 +1,9 @@
 """Fill a results store with a synthetic experiment whose truth is known.
 
 Used by the statistics, store and report tests and by the dashboard tests. Customers are assigned with the
-real
-assignment hash; each customer converts with the probability of their variant (control `p_control`, treatment
-`p_control * (1 + true_rel_lift)`), converters spend a seeded log-normal revenue, and the pre-period purchase
-count
-(the CUPED covariate) is Poisson with a mean that rises with the customer's latent propensity, so it
-correlates with
+real assignment hash; each customer converts with the probability of their variant (control `p_control`, treatment
+`p_control * (1 + true_rel_lift)`), converters spend a seeded log-normal revenue, and the pre-period purchase count (the
+CUPED covariate) is Poisson with a mean that rises with the customer's latent propensity, so it correlates with
 conversion as in real data. Records have the exact shape of the `assignments` / `attributed-outcomes` topics.
 """
 
@@ -38,7 +35,7 @@ def definition_dict(
     version: int = 1,
     status: str = "running",
 ) -> dict[str, Any]:
-    """A definition in CONTRACTS.md §1 shape."""
+    """A definition shaped like `ExperimentDefinition.to_json()` (the `experiments` topic's records)."""
     return {
         "id": experiment_id,
         "name": f"Show category 61 ({experiment_id})",
@@ -97,8 +94,7 @@ def make_experiment(
 
     Each customer has one first exposure on a uniformly random day and, with probability `extra_exposures`, a
     later repeat exposure (which must not change their variant or covariate). Converters have 1–3 purchases
-    within
-    two days of exposure.
+    within two days of exposure.
     """
     defn = definition or definition_dict()
     rng = np.random.default_rng(seed)

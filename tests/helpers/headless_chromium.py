@@ -5,7 +5,7 @@ script's output arrives over a websocket, and virtual time does not wait for web
 one-shot flags capture a blank page. Here we navigate, poll `document.body.innerText` in real time until the
 expected text is there and the script has finished, then read the text and take the screenshot.
 
-Also usable by hand (e.g. for the README screenshot):
+Also usable by hand (e.g. for the screenshot in docs/):
     python -m tests.helpers.headless_chromium URL OUT.png --wait-for "Verdict" [--width 1400 --height 2600]
 """
 

@@ -1,6 +1,6 @@
 """The collector against the real broker: read_committed, idempotent, restartable, stops when caught up.
 
-Records are produced here in the DESIGN.md schemas (built by `experiment.core.events`), the job's output side written
+Records are produced here in the topics' schemas (built by `experiment.core.events`), the job's output side written
 the way the job writes it: inside Kafka transactions, one of them aborted.
 """
 
@@ -131,7 +131,8 @@ def test_collects_committed_records_once_and_resumes_after_restart(abflow_settin
         conversions = sum(s.conversions for s in store.variant_stats(EXP).values())
         assert conversions == 100
         assert store.dead_letter_counts() == {kafka.topic("sessions"): 7}
-        assert store.experiment(EXP)["version"] == 2
+        stored = store.experiment(EXP)
+        assert stored is not None and stored.version == 2
 
     # Restart: committed offsets mean nothing is read again ...
     again = collect(abflow_settings, str(store_path))
@@ -147,7 +148,8 @@ def test_collects_committed_records_once_and_resumes_after_restart(abflow_settin
         assert store.con.execute("SELECT count(*) FROM assignments").fetchone()[0] == 320
         assert store.con.execute("SELECT count(*) FROM outcomes").fetchone()[0] == 107
         assert store.con.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 7
-        assert store.experiment(EXP)["version"] == 3
+        stored = store.experiment(EXP)
+        assert stored is not None and stored.version == 3
 
 
 def test_a_new_store_rereads_from_the_beginning(abflow_settings, tmp_path) -> None:

@@ -25,9 +25,13 @@ from experiment.results.store import ResultsStore
 from tests.helpers.fill_store import definition_dict, fill_store, make_experiment
 from tests.helpers.headless_chromium import capture, chromium_path, open_page
 
-pytestmark = pytest.mark.skipif(
-    chromium_path() is None, reason="chromium is not installed (`apt-get install chromium`; .ci/run does it)"
-)
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        chromium_path() is None, reason="chromium is not installed (`apt-get install chromium`; .ci/run does it)"
+    ),
+]
 
 
 def _free_port() -> int:

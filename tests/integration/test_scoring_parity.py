@@ -14,15 +14,12 @@ import pandas as pd
 import pytest
 
 from experiment.core.errors import ModelError
-from flink_pipeline.pmml_compiler import CompiledModel, compile_pmml
-from flink_pipeline.scoring import (
-    PmmlReference,
-    clear_scorer_cache,
-    load_verified_scorer,
-    probe_rows,
-    sha256_of,
-    verify,
-)
+from experiment.model.compiled import CompiledModel, compile_pmml
+from experiment.model.digest import sha256_file
+from experiment.model.reference import PmmlReference
+from experiment.model.rows import read_reference_rows
+from experiment.model.verify import probe_rows, verify
+from flink_pipeline.scoring import clear_scorer_cache, load_verified_scorer
 from tests.helpers.tiny_pmml import tiny_pmml
 
 pytestmark = pytest.mark.slow
@@ -77,9 +74,12 @@ def test_verified_scorer_equals_pypmml_on_the_test_set(trained: Trained, referen
     assert scorer.kind == "compiled"
     assert scorer.parity is not None and scorer.parity.passed
     assert scorer.parity.rows == len(trained.x_test) + 1000
+    # the job side read X_test.csv itself (no training import) and passed the rows in
+    test_set = trained.data_dir / "X_test.csv"
+    assert scorer.parity.rows_source == f"{len(trained.x_test)} test set {test_set} + 1000 probe rows"
     assert scorer.parity.max_abs_diff <= 1e-9
     assert load_seconds < 60, f"verification took {load_seconds:.1f}s"
-    assert sha256_of(trained.pmml) == trained.version == scorer.model_version
+    assert sha256_file(trained.pmml) == trained.version == scorer.model_version
 
     # independent re-check, both paths, against pypmml
     expected = reference.predict(trained.x_test)
@@ -101,6 +101,12 @@ def test_each_model_version_is_loaded_once_per_process(trained: Trained) -> None
     again = load_verified_scorer(trained.pmml, trained.version.upper(), trained.data_dir)
     assert again is first
     assert time.perf_counter() - started < 0.5
+
+
+def test_rows_read_by_the_job_side_equal_the_training_loaders(trained: Trained, reference: PmmlReference) -> None:
+    rows = read_reference_rows(trained.data_dir)
+    names = reference.feature_names
+    np.testing.assert_array_equal(rows.matrix(names), trained.x_test[list(names)].to_numpy(dtype=np.float64))
 
 
 def test_missing_values_and_absent_columns_match_pypmml(trained: Trained, reference: PmmlReference) -> None:
@@ -172,10 +178,10 @@ def test_unsupported_pmml_is_refused_or_falls_back_loudly(tmp_path: Path, caplog
             '<LinearNorm orig="3.5" norm="1"/></NormContinuous>'
         )
     )
-    version = sha256_of(path)
+    version = sha256_file(path)
     with pytest.raises(ModelError, match=r"cannot compile.*NormContinuous"):
         load_verified_scorer(path, version)
-    with caplog.at_level(logging.ERROR, logger="flink_pipeline.scoring"):
+    with caplog.at_level(logging.ERROR, logger="experiment.model.scorer"):
         scorer = load_verified_scorer(path, version, fallback=True)
     assert scorer.kind == "pypmml"
     assert any("FALLBACK" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
@@ -189,7 +195,7 @@ def test_parity_failure_refuses_with_numbers_or_falls_back(trained: Trained, cap
     # A negative tolerance makes even identical scores "differ": it exercises the refusal path end to end.
     with pytest.raises(ModelError, match=r"max \|dP\| = .* > tolerance -1 on \d+ of \d+ rows"):
         load_verified_scorer(trained.pmml, trained.version, trained.data_dir, tolerance=-1.0)
-    with caplog.at_level(logging.ERROR, logger="flink_pipeline.scoring"):
+    with caplog.at_level(logging.ERROR, logger="experiment.model.scorer"):
         scorer = load_verified_scorer(trained.pmml, trained.version, trained.x_test, tolerance=-1.0, fallback=True)
     assert scorer.kind == "pypmml" and scorer.parity is not None and not scorer.parity.passed
     assert any(r.levelno == logging.ERROR and "FALLBACK" in r.getMessage() for r in caplog.records)

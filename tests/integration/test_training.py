@@ -15,12 +15,16 @@ from typer.testing import CliRunner
 from data import generator
 from experiment.cli.main import app
 from experiment.core.errors import ModelError
-from training import parity, pmml_fix
+from experiment.model import pmml_fix
+from experiment.model.card import load_model_card, load_verified_model_card
+from experiment.model.digest import sha256_file
+from training import parity
 from training.dataset import data_fingerprint, load_split
-from training.model_card import load_model_card, load_verified_model_card, sha256_file
 from training.train import FILES
 
 REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.training, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The assignment contract (DESIGN.md): deterministic, uniform, traffic-monotone, and pinned by a golden table.
+"""The assignment contract (`assign`): deterministic, uniform, traffic-monotone, and pinned by a golden table.
 
 The golden table was computed once by the independent re-implementation below (`struct` instead of
 `int.from_bytes`) and is hard-coded, so any other implementation (the Flink job, a SQL re-analysis, another language)
@@ -47,7 +47,7 @@ GOLDEN = [
 
 
 def reference_bucket(key: str) -> int:
-    """Independent re-implementation of DESIGN's bucket: first 8 bytes of SHA-256 as a big-endian uint64."""
+    """Independent re-implementation of the bucket: first 8 bytes of SHA-256 as a big-endian uint64."""
     (value,) = struct.unpack(">Q", hashlib.sha256(key.encode("utf-8")).digest()[:8])
     return value % 10_000
 

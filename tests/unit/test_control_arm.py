@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from experiment.core.assignment import assign
 from experiment.core.definition import ExperimentDefinition, ModelRef
 from experiment.core.errors import ExperimentError
+from experiment.core.view import parse_definition
 from experiment.simulation.simulator import build_population
 from experiment.stats.analysis import AnalysisConfig
-from flink_pipeline.experiments import parse_definition
 from tests.helpers.fill_store import definition_dict
 
 MODEL = ModelRef("artifacts/model/xgboost_model.pmml", "ab" * 32, ("age", "man", "woman", "cat1", "cat2"))
@@ -71,7 +71,7 @@ def test_only_non_control_arms_are_ever_scored(case: tuple[list[tuple[str, float
     for customer in CUSTOMERS:
         arm = assign(view.salt, customer, view.traffic, view.weights)
         assert arm is not None and view.is_scored(arm) == (arm != definition.control)
-    config = AnalysisConfig.from_definition(definition.to_dict())  # what the report compares
+    config = AnalysisConfig.from_definition(definition)  # what the report compares
     assert (config.control, config.treatments) == (definition.control, tuple(scored))
 
 
@@ -126,13 +126,16 @@ def test_definitions_written_before_the_control_field_still_parse() -> None:
 
 
 def test_analysis_uses_the_named_control_not_the_position() -> None:
-    defn = {**definition_dict(variants=(("new", 0.5), ("baseline", 0.5))), "control": "baseline"}
-    config = AnalysisConfig.from_definition(defn)
+    config = AnalysisConfig(experiment_id="e1", variants=(("new", 0.5), ("baseline", 0.5)), control="baseline")
     assert (config.control, config.treatments) == ("baseline", ("new",))
-    legacy = AnalysisConfig.from_definition(definition_dict())  # stored before the field existed
+    named = {**definition_dict(variants=(("baseline", 0.5), ("new", 0.5))), "control": "baseline"}
+    config = AnalysisConfig.from_definition(ExperimentDefinition.from_dict(named))
+    assert (config.control, config.treatments) == ("baseline", ("new",))
+    stored_before_the_field = ExperimentDefinition.from_dict(definition_dict())
+    legacy = AnalysisConfig.from_definition(stored_before_the_field)
     assert (legacy.control, legacy.treatments) == ("control", ("treatment",))
     with pytest.raises(ValueError, match="control must name one of the variants"):
-        AnalysisConfig.from_definition({**definition_dict(), "control": "nobody"})
+        AnalysisConfig(experiment_id="e1", variants=(("control", 0.5), ("treatment", 0.5)), control="nobody")
 
 
 class _ConstantScorer:

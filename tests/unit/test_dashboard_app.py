@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,8 +22,11 @@ from dashboard import loader
 from dashboard.formatting import count, pct, pval
 from experiment.cli.dashboard_cmd import build_command
 from experiment.cli.main import app as cli_app
+from experiment.core.definition import ExperimentDefinition
+from experiment.results import report_model
 from experiment.results.store import ResultsStore
-from experiment.stats.analysis import AnalysisConfig, analyse
+from experiment.stats.analysis import AnalysisConfig, ExperimentAnalysis, analyse
+from experiment.stats.sufficient import VariantStats
 from tests.helpers.fill_store import START_MS, SyntheticExperiment, definition_dict, fill_store, make_experiment
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
@@ -235,7 +239,7 @@ def test_experiment_page_shows_the_numbers(monkeypatch: pytest.MonkeyPatch, many
     assert cuped["abs diff"] != "n/a" and cuped["p"] != "n/a"
 
     # Verdict: the analysis of the raw statistics (planned size reached, so no history is needed).
-    verdict = analyse(AnalysisConfig.from_definition(exp.definition), expected).verdict
+    verdict = analyse(AnalysisConfig.from_definition(ExperimentDefinition.from_dict(exp.definition)), expected).verdict
     assert verdict.decision == "ship"
     assert [s.value for s in at.success] == [verdict.explanation]
     assert not at.error, "no SRM banner on a well-split experiment"
@@ -333,6 +337,41 @@ def test_nothing_is_recomputed_until_the_store_changes(monkeypatch: pytest.Monke
     at.run()
     assert loader.LOAD_COUNTS["overview"] == before.get("overview", 0) + 2
     assert _frame(at, "experiment_table")["users"].tolist() == [users[0] + 1]
+
+
+def test_each_page_runs_the_analysis_once_per_experiment_it_shows(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The page, its list row, its charts and its export all read one report: one analysis per page render."""
+    path = tmp_path / "two.duckdb"
+    fill_store(path, n_customers=1_000, seed=3)
+    fill_store(path, n_customers=500, seed=4, definition=definition_dict("other-v1"))
+    calls: list[str] = []
+    real = report_model.analyse
+
+    def counting(
+        config: AnalysisConfig, stats: Mapping[str, VariantStats], history: Sequence[Mapping[str, VariantStats]] = ()
+    ) -> ExperimentAnalysis:
+        calls.append(config.experiment_id)
+        return real(config, stats, history)
+
+    monkeypatch.setattr(report_model, "analyse", counting)
+    assert not hasattr(loader, "analyse"), "the dashboard analyses only through the report"
+
+    at = _app(monkeypatch, path, tmp_path / "exports")
+    at.query_params["experiment"] = "cat61-v1"
+    at.run()
+    assert not at.exception
+    assert at.title[0].value == "Show category 61 (cat61-v1)"
+    assert calls == ["cat61-v1"]  # not the other experiment, and not twice
+    at.button(key="export").click().run()  # the export writes the report on screen
+    assert not at.exception and any("report-cat61-v1.json" in s.value for s in at.success)
+    at.run()  # an auto-refresh with the same data
+    assert calls == ["cat61-v1"]
+
+    at.sidebar.selectbox[0].set_value("All experiments").run()  # the list: one analysis per experiment
+    assert not at.exception
+    assert sorted(calls[1:]) == ["cat61-v1", "other-v1"]
 
 
 def test_a_locked_store_keeps_the_last_data_on_screen(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

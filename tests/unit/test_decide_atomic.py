@@ -18,8 +18,8 @@ from typing import Any
 from experiment.core import events
 from experiment.core.assignment import assign
 from experiment.core.definition import ExperimentDefinition, ModelRef
+from experiment.core.view import ExperimentView, parse_definition
 from experiment.runtime.config import load_settings
-from flink_pipeline.experiments import ExperimentView, parse_definition
 from flink_pipeline.functions import DecideFunction, _Metrics
 from flink_pipeline.job import job_topics
 

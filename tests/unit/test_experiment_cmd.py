@@ -15,6 +15,7 @@ from statsmodels.stats.proportion import proportion_effectsize
 from typer.testing import CliRunner
 
 from experiment.cli.main import app
+from experiment.core.definition import ExperimentDefinition
 from experiment.stats.analysis import AnalysisConfig, analyse
 from experiment.stats.sufficient import VariantStats as V
 from tests.helpers.fill_store import definition_dict
@@ -51,7 +52,9 @@ def _create_help() -> dict[str, str]:
 def test_planned_sample_size_help_and_verdict_mean_the_total_over_all_arms() -> None:
     help_text = _create_help()["--planned-sample-size"]
     assert "total" in help_text.lower() and "per variant" not in help_text
-    config = AnalysisConfig.from_definition(definition_dict(planned_sample_size=20_000, mde=None))
+    config = AnalysisConfig.from_definition(
+        ExperimentDefinition.from_dict(definition_dict(planned_sample_size=20_000, mde=None))
+    )
     half = {"control": V.from_counts(5_000, 500), "treatment": V.from_counts(5_000, 500)}
     full = {"control": V.from_counts(10_000, 1_000), "treatment": V.from_counts(10_000, 1_000)}
     assert analyse(config, half).verdict.codes == ("not_enough_power",)
@@ -64,7 +67,9 @@ def test_planned_sample_size_help_and_verdict_mean_the_total_over_all_arms() -> 
 def test_mde_help_and_plan_mean_a_relative_lift() -> None:
     help_text = _create_help()["--mde"]
     assert "relative" in help_text and "absolute" not in help_text
-    config = AnalysisConfig.from_definition(definition_dict(planned_sample_size=None, mde=0.1))
+    config = AnalysisConfig.from_definition(
+        ExperimentDefinition.from_dict(definition_dict(planned_sample_size=None, mde=0.1))
+    )
     analysis = analyse(config, {"control": V.from_counts(10_000, 1_000), "treatment": V.from_counts(10_000, 1_000)})
     # mde 0.1 on a 10 % control rate means 10 % -> 11 % (relative); absolute would mean 10 % -> 20 %.
     per_arm = NormalIndPower().solve_power(effect_size=abs(proportion_effectsize(0.11, 0.10)), alpha=0.05, power=0.8)

@@ -118,7 +118,7 @@ def test_a_store_written_before_model_health_reads_as_healthy(tmp_path: Path) ->
     with ResultsStore(path, read_only=True) as store:
         assert store.model_health("cat61-v1") == []
         assert store.version() > 0
-        assert build_report(store, "cat61-v1")["model_unusable"] is None
+        assert build_report(store, "cat61-v1").model_unusable is None
 
 
 def test_every_report_format_and_the_summary_say_the_model_is_unusable(broken_store: Path) -> None:
@@ -130,10 +130,11 @@ def test_every_report_format_and_the_summary_say_the_model_is_unusable(broken_st
     assert replace(health, reason=None).headline().startswith("MODEL UNUSABLE in the job: no reason given (model")
     headline = health.headline()
     assert headline == f"MODEL UNUSABLE in the job: {REASON} (model {MODEL}): the experiment assigns nobody"
-    assert model["model_unusable"]["message"] == headline
-    assert model["model_unusable"]["reason"] == REASON
-    assert model["model_unusable"]["ts_iso"] == "2026-01-01T00:00:00Z"
-    assert healthy["model_unusable"] is None  # ready now; the refused model is not the current one
+    notice = model.model_unusable
+    assert notice is not None and notice.message == headline
+    assert notice.health.reason == REASON
+    assert notice.ts_iso == "2026-01-01T00:00:00Z"
+    assert healthy.model_unusable is None  # ready now; the refused model is not the current one
 
     md = render(model, "md")
     assert md.splitlines()[2] == f"> **{headline}** (reported by the job at 2026-01-01T00:00:00Z)"
@@ -239,8 +240,9 @@ class _Group:
 
 
 def test_the_job_writes_one_health_record_per_model_and_assigns_nobody_with_a_refused_model(tmp_path: Path) -> None:
-    from flink_pipeline.experiments import parse_definition
-    from flink_pipeline.functions import DecideFunction, Topics, _Customer, _Metrics
+    from experiment.core.decisions import CustomerState
+    from experiment.core.view import parse_definition
+    from flink_pipeline.functions import DecideFunction, Topics, _Metrics
 
     topics = Topics(*(f"p.{name}" for name in ("s", "o", "e", "a", "ao", "dl", "health")))
     features = ("age", "man", "woman")
@@ -269,8 +271,8 @@ def test_the_job_writes_one_health_record_per_model_and_assigns_nobody_with_a_re
             return 0.9
 
     function._scorers[(healthy_view.model_version, healthy_view.pmml_path)] = _Scorer()
-    customers: dict[str, _Customer] = {}
-    function._load = lambda customer_id: customers.setdefault(customer_id, _Customer())  # type: ignore[method-assign]
+    customers: dict[str, CustomerState] = {}
+    function._load = lambda customer_id: customers.setdefault(customer_id, CustomerState())  # type: ignore[method-assign]
     function._save = lambda customer_id, customer: None  # type: ignore[method-assign]
     rows = []
     for i in range(20):

@@ -236,7 +236,7 @@ def test_real_nyoka_export_and_its_fixed_version_pass(tmp_path: Path) -> None:
     from sklearn.preprocessing import StandardScaler
     from xgboost import XGBClassifier
 
-    from training.pmml_fix import fix_pmml
+    from experiment.model.pmml_fix import fix_pmml
 
     rng = np.random.default_rng(0)
     x = pd.DataFrame(rng.integers(0, 5, size=(200, 3)).astype(float), columns=["age", "man", "cat1"])
@@ -264,7 +264,7 @@ def _load_with_scorer(pmml: Path, sha: str) -> object:
 
 
 def _load_reference(pmml: Path, sha: str) -> object:
-    from flink_pipeline.scoring import PmmlReference
+    from experiment.model.reference import PmmlReference
 
     return PmmlReference(pmml).open()
 
@@ -276,7 +276,7 @@ def _load_for_parity(pmml: Path, sha: str) -> object:
 
 
 def _load_in_simulator(pmml: Path, sha: str) -> object:
-    from experiment.simulation.simulator import load_scorer
+    from experiment.cli.simulate_io import load_scorer
     from flink_pipeline.scoring import clear_scorer_cache
 
     clear_scorer_cache()
@@ -284,7 +284,7 @@ def _load_in_simulator(pmml: Path, sha: str) -> object:
 
 
 def _load_launch_gate(pmml: Path, sha: str) -> object:
-    from training.model_card import load_verified_model_card
+    from experiment.model.card import load_verified_model_card
 
     return load_verified_model_card(pmml.parent)
 

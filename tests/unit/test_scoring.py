@@ -1,4 +1,4 @@
-"""Unit tests of the PMML compiler and the scorer's pure parts, on tiny hand-written PMML (no JVM)."""
+"""Unit tests of the PMML compiler and the scorer's pure parts (`experiment.model`), on tiny PMML (no JVM)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from experiment.core.errors import ModelError
-from flink_pipeline.pmml_compiler import compile_pmml, parse_pmml
-from flink_pipeline.scoring import load_verified_scorer, probe_rows, sha256_of
+from experiment.model.compiled import compile_pmml
+from experiment.model.digest import sha256_file
+from experiment.model.parse import parse_pmml
+from experiment.model.verify import probe_rows
+from flink_pipeline.scoring import load_verified_scorer
 from tests.helpers.tiny_pmml import INTERCEPT, LEAVES, tiny_pmml
 
 
@@ -233,7 +236,7 @@ def test_model_version_must_be_the_files_sha256(tmp_path) -> None:
     path = tmp_path / "tiny.pmml"
     path.write_text(tiny_pmml())
     actual = hashlib.sha256(path.read_bytes()).hexdigest()
-    assert sha256_of(path) == actual
+    assert sha256_file(path) == actual
     with pytest.raises(ModelError) as info:
         load_verified_scorer(path, "0" * 64)
     assert actual in str(info.value) and "0" * 64 in str(info.value)
@@ -260,6 +263,7 @@ def test_generated_source_has_one_branch_per_split_and_leaf() -> None:
     model = _compile(tiny_pmml())
     assert model.source.count("if ") == 2 + 1  # two splits + the missing-value guard
     assert model.source.count("s += ") == 4
+    assert model.depth == 1  # each tree is one split deep: the batch walk takes one step
 
 
 @settings(max_examples=150, deadline=None)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -14,6 +16,7 @@ from experiment.cli.main import app
 from experiment.core import events
 from experiment.core.assignment import assign
 from experiment.core.errors import ConfigError
+from experiment.core.view import ExperimentView
 from experiment.simulation.simulator import (
     MALFORMED_KINDS,
     SimulationConfig,
@@ -23,9 +26,9 @@ from experiment.simulation.simulator import (
     malformed_payload,
     plan_events,
     send_plan,
+    simulate,
     true_lift,
 )
-from flink_pipeline.experiments import ExperimentView
 
 FEATURES = events.default_feature_names(60)
 WINDOW_MS = 7 * 86_400_000
@@ -301,3 +304,32 @@ def test_result_json_round_trips(population) -> None:
     assert data["customers_per_variant"] == population.customers_per_variant()
     assert data["malformed_sent"] == sum(data["malformed_by_kind"].values()) > 0
     assert data["true_lift"]["abs_lift"] == pytest.approx(true_lift(population).abs_lift)
+
+
+# ------------------------------------------------------------------ the Kafka-free run loop
+
+
+def test_simulate_hands_every_planned_message_to_send_and_reports_it() -> None:
+    clock = FakeClock()
+    sent: list[tuple[str, bytes, bytes]] = []
+    config = SimulationConfig(customers=300, rate=10_000.0, seed=4, malformed=0.05, start_ms=1_700_000_000_000)
+    result = simulate(
+        _view(), TruthScorer(), config, lambda *message: sent.append(message), clock=clock, sleep=clock.sleep
+    )
+    assert result.completed and result.events_sent == len(sent) == result.events_planned
+    topics = [topic for topic, _key, _value in sent]
+    assert topics.count("sessions") == result.sessions_sent + result.malformed_by_topic.get("sessions", 0)
+    assert topics.count("outcomes") == result.outcomes_sent + result.malformed_by_topic.get("outcomes", 0)
+    population = build_population(_view(), TruthScorer(), customers=300, seed=4)
+    assert result.customers_per_variant == population.customers_per_variant()
+    assert result.shown_customers == int(population.shown.sum())
+
+
+def test_the_simulator_needs_neither_kafka_nor_the_job() -> None:
+    """Pure: its Kafka edge lives in `experiment.cli.simulate_io`."""
+    code = (
+        "import sys, experiment.simulation.simulator; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'kafka', 'flink_pipeline', 'pyflink'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -1,4 +1,4 @@
-"""Results store: idempotent replays, first exposure wins, as_of, daily statistics, batch speed."""
+"""Results store: idempotent replays, first exposure wins, as_of, daily statistics, definitions, batch speed."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from experiment.core.errors import DataValidationError
+from experiment.core.definition import ExperimentDefinition
+from experiment.core.errors import DataValidationError, ExperimentError
 from experiment.results.store import ResultsStore, to_epoch_ms
 from experiment.stats.sufficient import VariantStats
 from tests.helpers.fill_store import DAY_MS, START_MS, definition_dict, fill_store, make_experiment
@@ -124,7 +125,8 @@ def test_daily_stats_are_cumulative_and_end_at_the_snapshot(tmp_path) -> None:
 def test_experiment_keeps_highest_version_and_funnel(store) -> None:
     store.record_experiment(json.dumps(definition_dict("e1", version=2)))
     store.record_experiment(json.dumps(definition_dict("e1", version=1, status="draft")))
-    assert store.experiment("e1")["version"] == 2 and store.experiment("e1")["status"] == "running"
+    stored = store.experiment("e1")
+    assert stored is not None and (stored.version, stored.status) == (2, "running")
     store.record_batch(assignments=[_assignment("a1", "c1", "control", START_MS)])
     assert store.variant_stats("e1") == {
         "control": VariantStats.of_user(False, 0, 0),
@@ -165,3 +167,34 @@ def test_batch_writes_thousands_per_second(store) -> None:
     rate = len(records) / (time.perf_counter() - started)
     assert rate > 5_000, rate
     assert sum(s.users for s in store.variant_stats("e1").values()) == 20_000
+
+
+def test_definitions_come_back_typed_whether_written_before_or_after_the_control_field(store) -> None:
+    legacy = definition_dict("old-v1", variants=(("baseline", 0.5), ("new", 0.5)))  # no "control": the first arm
+    assert "control" not in legacy
+    modern = ExperimentDefinition.from_dict({**definition_dict("new-v1"), "control": "control"})
+    store.record_batch(experiments=[json.dumps(legacy), modern.to_json()])
+
+    old = store.experiment("old-v1")
+    assert isinstance(old, ExperimentDefinition)
+    assert old == ExperimentDefinition.from_dict(legacy)  # the definition's own parser decides, nothing else
+    assert (old.control, old.treatments, old.planned_sample_size) == ("baseline", ("new",), 20_000)
+    assert store.experiment("new-v1") == modern
+    assert store.experiments() == [modern, old]  # sorted by id
+    assert store.experiment("nope") is None
+    assert list(store.variant_stats("old-v1")) == ["baseline", "new"]  # declared arms, zero-filled
+
+
+def test_a_stored_definition_the_parser_refuses_is_named_not_fatal(store) -> None:
+    """The collector keeps any JSON with an id and an int version; readers must survive one the parser refuses."""
+    broken = {**definition_dict("bad-v1"), "traffic": 7}
+    store.record_batch(
+        experiments=[json.dumps(broken), json.dumps(definition_dict("good-v1"))],
+        assignments=[_assignment("a1", "c1", "control", START_MS, exp="bad-v1")],
+    )
+    assert store.experiment_ids() == ["bad-v1", "good-v1"]
+    assert [d.id for d in store.experiments()] == ["good-v1"]
+    with pytest.raises(ExperimentError, match=r"definition of experiment 'bad-v1' .* is not valid.*traffic"):
+        store.experiment("bad-v1")
+    assert store.definition_json("bad-v1") == json.dumps(broken)
+    assert list(store.variant_stats("bad-v1")) == ["control"]  # the data stays readable

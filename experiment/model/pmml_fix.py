@@ -1,7 +1,7 @@
 """Correct nyoka's PMML of ``Pipeline(StandardScaler, XGBClassifier)`` so a PMML engine scores like XGBoost.
 
-Why: nyoka 5.5's export is silently wrong for xgboost >= 2 (measured: max |dP| 0.59, 1,424 of 5,000 decisions
-flipped at 0.5). Every correction lives here, one function per cause, so each can be tested on its own:
+Why: nyoka 5.5's export is silently wrong for xgboost >= 2 (probabilities far off, many decisions flipped at 0.5).
+Every correction lives here, one function per cause, so each can be tested on its own:
 
 1. ``base_score`` (`fix_intercept`). xgboost >= 2 estimates the base score from the data and keeps it only in
    ``booster.save_config()`` (``learner_model_param.base_score``, e.g. ``"[3.8E-1]"``, a probability). Every
@@ -20,7 +20,9 @@ flipped at 0.5). Every correction lives here, one function per cause, so each ca
    MiningModel and on the inner RegressionModel; JPMML rejects a field declared twice. We drop the inner
    copies.
 
-The XML is parsed with defusedxml (no DTDs, entities or external references), never with a bare parser.
+The XML is parsed with `experiment.model.pmml_xml.parse_xml` (defusedxml: no DTDs, entities or external
+references), never with a bare parser. nyoka's export itself stays in training; these corrections live with the rest
+of the model artefact and take the fitted pipeline as a plain object, so this module imports no training code.
 """
 
 from __future__ import annotations
@@ -34,10 +36,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import fromstring as _safe_fromstring
 
 from experiment.core.errors import ModelError
+from experiment.model.pmml_xml import PMML_NAMESPACE, serialize_pmml
+from experiment.model.pmml_xml import parse_xml as parse_pmml
 
 __all__ = [
     "PMML_NAMESPACE",
@@ -54,7 +56,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PMML_NAMESPACE = "http://www.dmg.org/PMML-4_4"
 _NS = {"p": PMML_NAMESPACE}
 
 
@@ -67,20 +68,6 @@ class FixReport:
     thresholds_rewritten: int
     constants_rewritten: int
     output_fields_removed: int
-
-
-def parse_pmml(data: bytes | str) -> ET.Element:
-    """Parse PMML with a parser hardened against XML attacks (DTDs, entity expansion, external entities)."""
-    try:
-        return _safe_fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-    except (DefusedXmlException, ET.ParseError) as error:
-        raise ModelError(f"PMML is not safe, well-formed XML: {error}") from error
-
-
-def serialize_pmml(root: ET.Element) -> bytes:
-    """Serialise with the PMML namespace as the default (no ``ns0:`` prefixes, which engines may reject)."""
-    ET.register_namespace("", PMML_NAMESPACE)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
 
 def _tag(name: str) -> str:

@@ -1,9 +1,10 @@
-"""What the decision job needs to know about one experiment, taken from its definition on the `experiments` topic.
+"""What deciding needs to know about one experiment, taken from its definition on the `experiments` topic.
 
 Why a separate, frozen view: the job reads each definition once (when it arrives on the broadcast stream) and then
 consults it for every session, so the view holds exactly the fields the hot path uses, already in the shape
-`experiment.core.assignment.assign` wants. Definitions are validated by `experiment.core.definition` (the control
-plane's one schema); a value that fails there is skipped and counted, never fatal.
+`experiment.core.assignment.assign` wants. The job and the simulator both decide from it (through
+`experiment.core.decisions`). Definitions are validated by `experiment.core.definition` (the control plane's one
+schema); a value that fails there is skipped and counted by the job, never fatal.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class ExperimentView:
 
 
 def parse_definition(text: str | bytes) -> ExperimentView:
-    """Validate a definition with the control plane's schema (raises `ExperimentError`) and keep what the job uses."""
+    """Validate a definition with the control plane's schema (raises `ExperimentError`) and keep what deciding uses."""
     definition = ExperimentDefinition.from_json(text)
     return ExperimentView(
         id=definition.id,
