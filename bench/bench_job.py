@@ -128,7 +128,7 @@ def _one_run(kafka: Any, pmml: Path, data: Path, mode: str, workload: str, paral
     from experiment.core.events import session_json
     from experiment.kafka.clients import make_consumer, make_producer
     from experiment.kafka.topics import ensure_topics
-    from experiment.model.digest import sha256_file as sha256_of
+    from experiment.model.digest import sha256_file
     from flink_pipeline.job import ExecutionMode, JobConfig, job_topics, submit
 
     kafka = replace(kafka, topic_prefix=f"bench-{mode}-{workload}-{random.randrange(16**8):08x}.")
@@ -143,7 +143,7 @@ def _one_run(kafka: Any, pmml: Path, data: Path, mode: str, workload: str, paral
         hypothesis="h",
         owner="bench",
         category=f"cat{categories + 1}",
-        model=ModelRef(pmml_path=str(pmml), model_version=sha256_of(pmml), features=features),
+        model=ModelRef(pmml_path=str(pmml), model_version=sha256_file(pmml), features=features),
         threshold=0.5,
         now_ms=now,
     ).transition("launch", now)

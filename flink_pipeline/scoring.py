@@ -5,9 +5,6 @@ given, and never reads data files nor keeps state. The job knows where the model
 or a CSV file, from its configuration), reads it with `experiment.model.rows` and passes the rows in; and several
 operators or experiments in one process share a model version, so `load_verified_scorer` caches each scorer and
 loads and verifies it once. Scorers hold generated code or a JVM handle and are never pickled: load them in `open()`.
-
-The names the rest of the code imported from here before the model code moved (`PmmlReference`, `Scorer`,
-`ParityReport`, `verify`, `probe_rows`, `sha256_of`, ...) are re-exported unchanged.
 """
 
 from __future__ import annotations
@@ -17,36 +14,18 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from experiment.model.digest import sha256_file
-from experiment.model.reference import PmmlReference
 from experiment.model.reference import release_reference_engine as _stop_reference_engine
 from experiment.model.rows import ReferenceRows, read_reference_rows
-from experiment.model.scorer import Scorer, ScorerKind, build_verified_scorer
-from experiment.model.verify import DEFAULT_PROBES, DEFAULT_TOLERANCE, ParityReport, probe_rows, verify
+from experiment.model.scorer import Scorer, build_verified_scorer
+from experiment.model.verify import DEFAULT_PROBES, DEFAULT_TOLERANCE
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-__all__ = [
-    "DEFAULT_PROBES",
-    "DEFAULT_TOLERANCE",
-    "ParityReport",
-    "PmmlReference",
-    "Scorer",
-    "ScorerKind",
-    "clear_scorer_cache",
-    "load_verified_scorer",
-    "probe_rows",
-    "release_reference_engine",
-    "sha256_of",
-    "verify",
-]
+__all__ = ["clear_scorer_cache", "load_verified_scorer", "release_reference_engine"]
 
 logger = logging.getLogger(__name__)
-
-#: The one streamed file hash, under the name callers of this module use.
-sha256_of = sha256_file
 
 _cache: dict[tuple[str, str, bool, float, int], Scorer] = {}
 _cache_lock = threading.Lock()

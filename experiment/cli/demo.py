@@ -177,7 +177,7 @@ def _data(console: Console) -> None:
 
 def _model_is_fresh(full_grid: bool) -> str | None:
     """Why the model must be (re)trained, or None when the one on disk matches the data and the grid."""
-    from flink_pipeline.scoring import sha256_of
+    from experiment.model.digest import sha256_file
     from training.dataset import data_fingerprint
 
     card_path = MODEL_DIR / "model.json"
@@ -188,7 +188,7 @@ def _model_is_fresh(full_grid: bool) -> str | None:
         card = json.loads(card_path.read_text(encoding="utf-8"))
         if card["data"]["fingerprint"] != data_fingerprint(DATA_DIR):
             return "the data changed since training"
-        if card["model_version"] != sha256_of(pmml):
+        if card["model_version"] != sha256_file(pmml):
             return "the PMML file does not match model.json"
         if not card["parity"]["passed"]:
             return "the last training failed its parity check"

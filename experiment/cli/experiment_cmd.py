@@ -69,8 +69,9 @@ def _kafka(bootstrap_servers: str | None, topic_prefix: str | None) -> KafkaSett
 
 def _verify_model(definition: ExperimentDefinition) -> None:
     """Launch gate: the card next to the PMML must have passed parity and still describe the same PMML bytes."""
+    from experiment.model.card import load_verified_model_card
+    from experiment.model.digest import sha256_file
     from experiment.model.pmml_guard import check_pmml
-    from training.model_card import load_verified_model_card, sha256_file
 
     pmml = Path(definition.model.pmml_path)
     card = load_verified_model_card(pmml.parent)
@@ -146,7 +147,7 @@ def create(
 ) -> None:
     """Create an experiment in draft (version 1) from a trained model; refuses an existing id."""
     from experiment.kafka import control_plane
-    from training.model_card import load_model_card
+    from experiment.model.card import load_model_card
 
     card = load_model_card(model)
     card.verify_pmml()  # the XML gate and the sha256, before the model is named in an experiment

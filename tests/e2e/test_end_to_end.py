@@ -23,11 +23,12 @@ from experiment.cli.main import app
 from experiment.cli.simulate_io import load_experiment, run_simulation
 from experiment.core.definition import ExperimentDefinition, ModelRef
 from experiment.kafka import control_plane
+from experiment.model.digest import sha256_file
 from experiment.results.collector import collect
 from experiment.results.report import build_report
 from experiment.results.store import ResultsStore
 from experiment.simulation.simulator import SimulationConfig, build_population
-from flink_pipeline.scoring import load_verified_scorer, sha256_of
+from flink_pipeline.scoring import load_verified_scorer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,7 +105,7 @@ def test_simulated_experiment_is_measured_correctly(abflow_settings, model_dir, 
         hypothesis="targeted cat61 lifts conversion",
         owner="tests",
         category="cat61",
-        model=ModelRef(str(pmml), sha256_of(pmml), features),
+        model=ModelRef(str(pmml), sha256_file(pmml), features),
         threshold=0.5,
         now_ms=now,
     )
@@ -189,7 +190,7 @@ def test_cli_simulate_sends_exactly_what_it_reports(abflow_settings, model_dir, 
         hypothesis="h",
         owner="tests",
         category="cat61",
-        model=ModelRef(str(pmml), sha256_of(pmml), features),
+        model=ModelRef(str(pmml), sha256_file(pmml), features),
         threshold=0.5,
         now_ms=now,
         traffic=0.5,

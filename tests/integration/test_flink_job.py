@@ -21,7 +21,7 @@ import pytest
 from experiment.core import events
 from experiment.core.assignment import assign
 from experiment.core.definition import ExperimentDefinition
-from flink_pipeline.scoring import PmmlReference
+from experiment.model.reference import PmmlReference
 from tests.helpers.flink_job import definition, produce, publish, read_until, running_job, session_raw, warm_up
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink, pytest.mark.e2e, pytest.mark.slow]

@@ -29,6 +29,7 @@ from experiment.core.decisions import (
 )
 from experiment.core.view import ExperimentView
 from flink_pipeline.functions import DecideFunction, Topics, _Metrics
+from tests.helpers.null_metrics import NullMetricGroup
 
 NAMES = events.default_feature_names(3)
 TOPICS = Topics(*(f"t.{name}" for name in ("s", "o", "e", "a", "ao", "dl", "h")))
@@ -72,19 +73,6 @@ def _scorer_of(view: ExperimentView) -> _Model | None:
     return None if view.id in UNUSABLE else MODEL
 
 
-class _Counter:
-    def inc(self, n: int = 1) -> None:
-        pass
-
-
-class _Group:
-    def counter(self, name: str) -> _Counter:
-        return _Counter()
-
-    def add_group(self, *names: str) -> _Group:
-        return self
-
-
 @dataclass
 class _Backend:
     """Keyed state and processing-time timers of one task, as Flink keeps them (values pickled)."""
@@ -125,7 +113,7 @@ def _function(views: list[ExperimentView], backend: _Backend) -> _Decide:
         reference_rows=None, scorer_fallback=False,
     )  # fmt: skip
     function._state = backend
-    function._metrics = _Metrics(_Group())
+    function._metrics = _Metrics(NullMetricGroup())
     function._views = {v.id: v for v in views}
     function._views_loaded = True
     return function

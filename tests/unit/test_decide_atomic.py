@@ -22,22 +22,10 @@ from experiment.core.view import ExperimentView, parse_definition
 from experiment.runtime.config import load_settings
 from flink_pipeline.functions import DecideFunction, _Metrics
 from flink_pipeline.job import job_topics
+from tests.helpers.null_metrics import NullMetricGroup
 
 NAMES = events.default_feature_names(3)
 TOPICS = job_topics(load_settings())
-
-
-class _Counter:
-    def inc(self, n: int = 1) -> None:
-        pass
-
-
-class _Group:
-    def counter(self, name: str) -> _Counter:
-        return _Counter()
-
-    def add_group(self, *names: str) -> _Group:
-        return self
 
 
 class _State:
@@ -101,7 +89,7 @@ def _function(views: list[ExperimentView]) -> _Decide:
         reference_rows=None, scorer_fallback=False,
     )  # fmt: skip
     function._state = _State()
-    function._metrics = _Metrics(_Group())
+    function._metrics = _Metrics(NullMetricGroup())
     function._views = {v.id: v for v in views}
     function._views_loaded = True
     function.scorers = {v.id: _Scorer() for v in views}

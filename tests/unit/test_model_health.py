@@ -23,6 +23,7 @@ from experiment.core.errors import DataValidationError
 from experiment.results.report import build_report, print_summary, render
 from experiment.results.store import ModelHealth, ResultsStore
 from tests.helpers.fill_store import START_MS, definition_dict, fill_store
+from tests.helpers.null_metrics import NullMetricGroup
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 MODEL = "0" * 64  # the model_version of `definition_dict`
@@ -224,21 +225,6 @@ def test_experiment_show_names_the_refused_model_on_stderr(
     assert missing.exit_code == 0 and missing.stderr == ""
 
 
-class _Counter:
-    def inc(self, n: int = 1) -> None:
-        pass
-
-
-class _Group:
-    """A Flink metric group that counts nothing."""
-
-    def counter(self, name: str) -> _Counter:
-        return _Counter()
-
-    def add_group(self, *names: str) -> _Group:
-        return self
-
-
 def test_the_job_writes_one_health_record_per_model_and_assigns_nobody_with_a_refused_model(tmp_path: Path) -> None:
     from experiment.core.decisions import CustomerState
     from experiment.core.view import parse_definition
@@ -255,7 +241,7 @@ def test_the_job_writes_one_health_record_per_model_and_assigns_nobody_with_a_re
         reference_rows=None,
         scorer_fallback=False,
     )
-    function._metrics = _Metrics(_Group())
+    function._metrics = _Metrics(NullMetricGroup())
     function._views_loaded = True
     broken = definition_dict("broken-v1")
     broken["model"] = {**broken["model"], "pmml_path": str(tmp_path / "missing.pmml")}

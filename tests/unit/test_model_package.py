@@ -55,11 +55,9 @@ def test_sha256_file_of_a_missing_file_raises_oserror(tmp_path: Path) -> None:
 
 def test_every_old_hash_name_is_the_one_helper() -> None:
     import experiment.kafka.jars as jars
-    import flink_pipeline.scoring as scoring
-    import training.model_card as model_card
+    import experiment.model.card as card
 
-    assert scoring.sha256_of is sha256_file
-    assert model_card.sha256_file is sha256_file
+    assert card.sha256_file is sha256_file
     assert jars.sha256_file is sha256_file
     assert not hasattr(jars, "_sha256")
 
