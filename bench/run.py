@@ -25,7 +25,7 @@ __all__ = ["BENCHMARKS", "machine_facts", "main", "write_section"]
 logger = logging.getLogger(__name__)
 
 #: Benchmark modules, run in this order.
-BENCHMARKS = ["bench.bench_scoring", "bench.bench_job"]
+BENCHMARKS = ["bench.bench_scoring", "bench.bench_job", "bench.bench_report", "bench.bench_collect"]
 
 _HEADER = (
     "# Benchmarks\n\nWritten by `python -m bench.run` (`make bench`); "

@@ -29,6 +29,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from experiment.core.errors import DataValidationError, InfraError
 
 if TYPE_CHECKING:
@@ -44,6 +46,9 @@ logger = logging.getLogger(__name__)
 
 #: The consumer group that stores the collector's offsets (the topic prefix is prepended, like topic names).
 DEFAULT_GROUP = "abflow-collector"
+
+#: JSON values decoded by msgspec (a C parser); anything it refuses goes through `json.loads` as before.
+_DECODER = msgspec.json.Decoder()
 
 
 @dataclass
@@ -84,9 +89,10 @@ class Collector:
         *,
         group_id: str | None = None,
         from_beginning: bool = False,
-        max_poll_records: int = 5_000,
+        max_poll_records: int = 50_000,
         poll_timeout_ms: int = 500,
         lock_timeout_s: float = 60.0,
+        reference: bool = False,
     ) -> None:
         from experiment.kafka.topics import (
             ASSIGNMENTS,
@@ -103,6 +109,7 @@ class Collector:
         self.from_beginning = from_beginning
         self.max_poll_records = max_poll_records
         self.poll_timeout_ms = poll_timeout_ms
+        self.reference = reference
         kafka = settings.kafka
         self.topics = {
             kafka.topic(ASSIGNMENTS): "assignments",
@@ -133,6 +140,9 @@ class Collector:
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             max_poll_records=self.max_poll_records,
+            # Big polls: opening the store and one transaction per poll cost about as much as thousands of rows.
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
             client_id="abflow-collector",
         )
         try:
@@ -261,7 +271,50 @@ class Collector:
                 end = self.end_offsets()
 
     def _store(self, store: ResultsStore, batch: Mapping[Any, list[Any]], stats: CollectStats) -> None:
-        """Parse one poll's records and write them in one store transaction (record by record if one is bad)."""
+        """Parse and validate one poll's records one by one, then write them in one store transaction.
+
+        Why not `record_batch`: it validates all or nothing, so one bad record made the whole poll fall back to a
+        transaction per record. Here a bad record is skipped (counted, with its reason) before the transaction,
+        and the good ones go in as columns.
+        """
+        if self.reference:
+            self._store_reference(store, batch, stats)
+            return
+        from experiment.results.schema import ROW_BUILDERS
+
+        rows: dict[str, list[Any]] = {kind: [] for kind in self.topics.values()}
+        decode = _DECODER.decode
+        for tp, records in batch.items():
+            kind = self.topics[tp.topic]
+            build = ROW_BUILDERS[kind]
+            out = rows[kind]
+            for record in records:
+                value: Any = None
+                if kind != "experiments" and record.value is not None:
+                    try:
+                        value = decode(record.value)
+                    except (msgspec.DecodeError, UnicodeDecodeError):
+                        value = None  # the reference parser names the reason (or accepts what msgspec refuses)
+                if value.__class__ is not dict:
+                    value = _parse(record, kind, stats)
+                    if value is None:
+                        continue
+                try:
+                    out.append(build(value))
+                except DataValidationError as error:
+                    _skip(stats, f"{kind}: {error}")
+        store.record_rows(**rows)
+        stats.assignments += len(rows["assignments"])
+        stats.outcomes += len(rows["outcomes"])
+        stats.dead_letters += len(rows["dead_letters"])
+        stats.experiments += len(rows["experiments"])
+        stats.health += len(rows["health"])
+
+    def _store_reference(self, store: ResultsStore, batch: Mapping[Any, list[Any]], stats: CollectStats) -> None:
+        """The previous path, kept as the reference the fast one is tested and benchmarked against.
+
+        `json.loads` per record, then `record_batch` (record by record, one transaction each, if one is bad).
+        """
         parsed: dict[str, list[Any]] = {kind: [] for kind in self.topics.values()}
         for tp, records in batch.items():
             kind = self.topics[tp.topic]

@@ -23,6 +23,7 @@ __all__ = [
     "DEAD_COLUMNS",
     "HEALTH_COLUMNS",
     "OUTCOME_COLUMNS",
+    "ROW_BUILDERS",
     "SCHEMA",
     "assignment_row",
     "dead_row",
@@ -178,3 +179,13 @@ def experiment_row(defn_json: str) -> tuple[Any, ...]:
             f"experiment definition needs a string 'id' and an int 'version'; got {str(defn_json)[:200]!r}"
         )
     return (str(defn["id"]), int(defn["version"]), defn.get("updated_ts"), defn_json)
+
+
+#: The row builder of each kind of record the collector reads (its `CollectStats` names).
+ROW_BUILDERS: dict[str, Any] = {
+    "assignments": assignment_row,
+    "outcomes": outcome_row,
+    "dead_letters": dead_row,
+    "experiments": experiment_row,
+    "health": health_row,
+}

@@ -53,13 +53,23 @@ logger = logging.getLogger(__name__)
 _MS_PER_DAY = 86_400_000
 
 # One row per customer (first exposure wins) with what they did up to $as_of. Parameters: $exp, $as_of.
-_CUSTOMERS_SQL = """
-WITH first AS (
-    SELECT experiment_id, customer_id, variant, event_ts AS first_exposure_ts, pre_period_purchases
+# The first exposure of each customer up to $as_of. It is the smallest (event_ts, event_id, ...) struct per
+# customer: the row a window ordered by (event_ts, event_id) would number 1 (event_id is unique within an
+# experiment), found by one hash aggregate instead of sorting every exposure. Parameters: $exp, $as_of.
+_FIRST_SQL = """
+SELECT $exp AS experiment_id, customer_id, e.variant, e.event_ts AS first_exposure_ts, e.pre_period_purchases
+FROM (
+    SELECT customer_id, min({'event_ts': event_ts, 'event_id': event_id, 'variant': variant,
+                             'pre_period_purchases': pre_period_purchases}) AS e
     FROM assignments
     WHERE experiment_id = $exp AND event_ts <= $as_of
-    QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY event_ts, event_id) = 1
-), outcome_sums AS (
+    GROUP BY customer_id
+)
+"""
+
+# One row per customer (first exposure wins) with what they did up to $as_of. Parameters: $exp, $as_of.
+_CUSTOMERS_SQL = f"""
+WITH first AS ({_FIRST_SQL}), outcome_sums AS (
     SELECT f.customer_id, bool_or(o.converted) AS converted, sum(o.revenue_cents) AS revenue_cents
     FROM first f JOIN outcomes o
       ON o.experiment_id = f.experiment_id AND o.customer_id = f.customer_id
@@ -73,33 +83,22 @@ SELECT f.experiment_id, f.customer_id, f.variant, f.first_exposure_ts,
 FROM first f LEFT JOIN outcome_sums s USING (customer_id)
 """
 
-_STATS_SELECT = """
-    count(*)::HUGEINT AS users,
-    coalesce(sum(converted::INTEGER), 0)::HUGEINT AS conversions,
-    coalesce(sum(revenue_cents), 0)::HUGEINT AS r_sum,
-    coalesce(sum(revenue_cents * revenue_cents), 0)::HUGEINT AS r_sq,
-    coalesce(sum(pre_period_purchases), 0)::HUGEINT AS x_sum,
-    coalesce(sum(pre_period_purchases * pre_period_purchases), 0)::HUGEINT AS x_sq,
-    coalesce(sum(pre_period_purchases * revenue_cents), 0)::HUGEINT AS xr,
-    coalesce(sum(pre_period_purchases * converted::INTEGER), 0)::HUGEINT AS xc
-"""
-
-# Daily increments, exact: a customer joins on their first-exposure day; on each later day with outcomes their
-# cumulative revenue r goes from r_prev to r_new, adding r_new − r_prev to Σr and r_new² − r_prev² to Σr².
-_DAILY_JOIN_SQL = f"""
-WITH customers AS ({_CUSTOMERS_SQL})
-SELECT variant, first_exposure_ts // {_MS_PER_DAY} AS day,
-       count(*)::HUGEINT, coalesce(sum(pre_period_purchases), 0)::HUGEINT,
-       coalesce(sum(pre_period_purchases * pre_period_purchases), 0)::HUGEINT
-FROM customers GROUP BY ALL ORDER BY ALL
-"""
-
-_DAILY_OUTCOME_SQL = f"""
-WITH customers AS ({_CUSTOMERS_SQL}),
-per_day AS (
-    SELECT c.variant, c.customer_id, c.pre_period_purchases AS x, o.ts // {_MS_PER_DAY} AS day,
+# Daily increments per (variant, day) as the 8 sums of `VariantStats`, exact, in one pass over the exposures: a
+# customer joins on their first-exposure day (users, Σx, Σx²); on each later day with outcomes their cumulative
+# revenue r goes from r_prev to r_new, adding r_new − r_prev to Σr and r_new² − r_prev² to Σr², and their first
+# converting day adds the conversion (and x to Σxc). Summed over all days they are the customers view's totals,
+# so the per-variant statistics are the increments' sums and need no second pass. Parameters: $exp, $as_of.
+_INCREMENTS_SQL = f"""
+WITH first AS MATERIALIZED (
+    SELECT customer_id, variant, first_exposure_ts, pre_period_purchases::HUGEINT AS x FROM ({_FIRST_SQL})
+), joins AS (
+    SELECT variant, first_exposure_ts // {_MS_PER_DAY} AS day, count(*)::HUGEINT AS users,
+           coalesce(sum(x), 0)::HUGEINT AS x_sum, coalesce(sum(x * x), 0)::HUGEINT AS x_sq
+    FROM first GROUP BY ALL
+), per_day AS (
+    SELECT c.variant, c.customer_id, c.x, o.ts // {_MS_PER_DAY} AS day,
            sum(o.revenue_cents)::HUGEINT AS rc, bool_or(o.converted) AS conv
-    FROM customers c JOIN outcomes o
+    FROM first c JOIN outcomes o
       ON o.experiment_id = $exp AND o.customer_id = c.customer_id
      AND o.ts >= c.first_exposure_ts AND o.ts <= $as_of
     GROUP BY ALL
@@ -108,14 +107,18 @@ per_day AS (
            coalesce(bool_or(conv) OVER (PARTITION BY customer_id ORDER BY day
                     ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), false) AS conv_before
     FROM per_day WINDOW w AS (PARTITION BY customer_id ORDER BY day ROWS UNBOUNDED PRECEDING)
+), gains AS (
+    SELECT variant, day,
+           coalesce(sum(CASE WHEN conv AND NOT conv_before THEN 1 ELSE 0 END), 0)::HUGEINT AS conversions,
+           coalesce(sum(rc), 0)::HUGEINT AS r_sum,
+           coalesce(sum(r_new * r_new - (r_new - rc) * (r_new - rc)), 0)::HUGEINT AS r_sq,
+           coalesce(sum(x * rc), 0)::HUGEINT AS xr,
+           coalesce(sum(CASE WHEN conv AND NOT conv_before THEN x ELSE 0 END), 0)::HUGEINT AS xc
+    FROM cumulative GROUP BY ALL
 )
-SELECT variant, day,
-       coalesce(sum(CASE WHEN conv AND NOT conv_before THEN 1 ELSE 0 END), 0)::HUGEINT AS new_conversions,
-       coalesce(sum(rc), 0)::HUGEINT,
-       coalesce(sum(r_new * r_new - (r_new - rc) * (r_new - rc)), 0)::HUGEINT,
-       coalesce(sum(x * rc), 0)::HUGEINT,
-       coalesce(sum(CASE WHEN conv AND NOT conv_before THEN x ELSE 0 END), 0)::HUGEINT
-FROM cumulative GROUP BY ALL ORDER BY ALL
+SELECT variant, day, users, 0, 0, 0, x_sum, x_sq, 0, 0 FROM joins
+UNION ALL
+SELECT variant, day, 0, conversions, r_sum, r_sq, 0, 0, xr, xc FROM gains
 """
 
 _FAR_FUTURE_MS = 2**62
@@ -185,6 +188,8 @@ class ResultsStore:
         self.read_only = read_only
         self._con: Any = None
         self._has_health = False
+        # Daily increments read on a read-only connection, by (experiment, as_of): (that connection, rows).
+        self._increments_memo: dict[tuple[str, int], tuple[Any, list[tuple[str, int, tuple[int, ...]]]]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------------------------------
 
@@ -270,11 +275,28 @@ class ResultsStore:
         Every record is validated before anything is written; an invalid record raises `DataValidationError`
         naming it and the whole batch is left unwritten (the caller dead-letters or skips it and retries).
         """
-        rows_a = [assignment_row(r) for r in assignments]
-        rows_o = [outcome_row(r) for r in outcomes]
-        rows_d = [dead_row(r) for r in dead_letters]
-        rows_e = [experiment_row(d) for d in experiments]
-        rows_h = [health_row(r) for r in health]
+        self.record_rows(
+            assignments=[assignment_row(r) for r in assignments],
+            outcomes=[outcome_row(r) for r in outcomes],
+            dead_letters=[dead_row(r) for r in dead_letters],
+            experiments=[experiment_row(d) for d in experiments],
+            health=[health_row(r) for r in health],
+        )
+
+    def record_rows(
+        self,
+        *,
+        assignments: Sequence[tuple[Any, ...]] = (),
+        outcomes: Sequence[tuple[Any, ...]] = (),
+        dead_letters: Sequence[tuple[Any, ...]] = (),
+        experiments: Sequence[tuple[Any, ...]] = (),
+        health: Sequence[tuple[Any, ...]] = (),
+    ) -> None:
+        """Write rows already built by `experiment.results.schema`'s row functions, in ONE transaction.
+
+        The collector's path: it validates record by record (skipping the bad ones) and hands over only good rows.
+        """
+        rows_a, rows_o, rows_d, rows_e, rows_h = assignments, outcomes, dead_letters, experiments, health
         if not (rows_a or rows_o or rows_d or rows_e or rows_h):
             return
         con = self.con
@@ -313,13 +335,13 @@ class ResultsStore:
             len(rows_h),
         )
 
-    def _insert(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    def _insert(self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
         if not rows:
             return
         import pyarrow as pa
 
-        arrays = list(zip(*rows, strict=True))
-        data = pa.table({name: list(values) for name, values in zip(columns, arrays, strict=True)})
+        arrays = zip(*rows, strict=True)
+        data = pa.table({name: pa.array(values) for name, values in zip(columns, arrays, strict=True)})
         self.con.register("_abflow_batch", data)
         try:
             self.con.execute(
@@ -395,6 +417,27 @@ class ResultsStore:
             return []
         return [] if defn is None else [v.name for v in defn.variants]
 
+    def _increments(self, experiment_id: str, as_of_ms: int) -> list[tuple[str, int, tuple[int, ...]]]:
+        """(variant, day, 8 sums) rows of `_INCREMENTS_SQL`; on a read-only store read once per connection.
+
+        Why the memo: a report asks for the totals and the daily series, and a dashboard page also for the funnel,
+        each the same pass over every exposure. A read-only connection holds DuckDB's shared file lock, so no
+        writer can change the data while it is open; a writable store may be written between calls, so it reads
+        afresh each time. The memo is tied to the connection object, so a reopened store reads again.
+        """
+        key = (experiment_id, as_of_ms)
+        con = self.con
+        cached = self._increments_memo.get(key)
+        if self.read_only and cached is not None and cached[0] is con:
+            return cached[1]
+        rows = [
+            (str(r[0]), int(r[1]), tuple(int(v) for v in r[2:]))
+            for r in con.execute(_INCREMENTS_SQL, {"exp": experiment_id, "as_of": as_of_ms}).fetchall()
+        ]
+        if self.read_only:
+            self._increments_memo[key] = (con, rows)
+        return rows
+
     def customers(self, experiment_id: str, as_of: Any = None) -> list[dict[str, Any]]:
         """The per-customer view (first exposure wins), sorted by customer_id; revenue in currency units."""
         params = {"exp": experiment_id, "as_of": self._as_of(as_of)}
@@ -413,12 +456,17 @@ class ResultsStore:
         ]
 
     def variant_stats(self, experiment_id: str, as_of: Any = None) -> dict[str, VariantStats]:
-        """Sufficient statistics per variant from the customers view (definition's variants zero-filled)."""
-        params = {"exp": experiment_id, "as_of": self._as_of(as_of)}
-        sql = f"WITH customers AS ({_CUSTOMERS_SQL}) SELECT variant, {_STATS_SELECT} FROM customers GROUP BY variant"
+        """Sufficient statistics per variant of the customers view (definition's variants zero-filled).
+
+        They are the sums of the daily increments (the same numbers as aggregating `customers()`, exactly).
+        """
+        totals: dict[str, list[int]] = {}
+        for variant, _day, values in self._increments(experiment_id, self._as_of(as_of)):
+            slot = totals.setdefault(variant, [0] * 8)
+            for k, v in enumerate(values):
+                slot[k] += v
         result = dict.fromkeys(self._variant_names(experiment_id), VariantStats())
-        for row in self.con.execute(sql, params).fetchall():
-            result[row[0]] = VariantStats(*(int(v) for v in row[1:]))
+        result.update({name: VariantStats(*values) for name, values in totals.items()})
         return dict(sorted(result.items()))
 
     def daily_stats(self, experiment_id: str, as_of: Any = None) -> list[tuple[dt.date, dict[str, VariantStats]]]:
@@ -428,20 +476,13 @@ class ResultsStore:
         `variant_stats(experiment_id, as_of)`.
         """
         as_of_ms = self._as_of(as_of)
-        params = {"exp": experiment_id, "as_of": as_of_ms}
         # Increments are plain 8-tuples of ints: a day's increment alone need not satisfy VariantStats' invariants
         # (a customer exposed yesterday may convert today), only the running totals do.
         increments: dict[int, dict[str, list[int]]] = {}
-
-        def add(day: int, variant: str, values: tuple[int, ...]) -> None:
+        for variant, day, gains in self._increments(experiment_id, as_of_ms):
             slot = increments.setdefault(day, {}).setdefault(variant, [0] * 8)
-            for k, v in enumerate(values):
-                slot[k] += int(v)
-
-        for variant, day, users, x_sum, x_sq in self.con.execute(_DAILY_JOIN_SQL, params).fetchall():
-            add(int(day), variant, (users, 0, 0, 0, x_sum, x_sq, 0, 0))
-        for variant, day, conv, r_sum, r_sq, xr, xc in self.con.execute(_DAILY_OUTCOME_SQL, params).fetchall():
-            add(int(day), variant, (0, conv, r_sum, r_sq, 0, 0, xr, xc))
+            for k, v in enumerate(gains):
+                slot[k] += v
         if not increments:
             return []
         first_day = min(increments)
@@ -461,30 +502,39 @@ class ResultsStore:
         return series
 
     def funnel(self, experiment_id: str) -> dict[str, dict[str, int]]:
-        """Per variant: decisions recorded, customers exposed, customers scored, customers shown, conversions."""
-        sql = f"""
-            WITH customers AS ({_CUSTOMERS_SQL}),
-            decisions AS (
-                SELECT variant, count(*) AS decisions,
-                       count(DISTINCT CASE WHEN decision = 'show' THEN customer_id END) AS shown,
-                       count(DISTINCT CASE WHEN score IS NOT NULL THEN customer_id END) AS scored
-                FROM assignments WHERE experiment_id = $exp GROUP BY variant)
-            SELECT c.variant, coalesce(any_value(d.decisions), 0), count(*), coalesce(any_value(d.shown), 0),
-                   sum(c.converted::INTEGER), coalesce(any_value(d.scored), 0)
-            FROM customers c LEFT JOIN decisions d USING (variant)
-            GROUP BY c.variant ORDER BY c.variant
+        """Per variant: decisions recorded, customers exposed, customers scored, customers shown, conversions.
+
+        Customers and conversions are the all-time statistics (shared with the report on a read-only store); the
+        distinct counts run on the rows that can count (shown, scored) only, each its own small aggregate, rather
+        than as two DISTINCT aggregates over every exposure.
         """
-        rows = self.con.execute(sql, {"exp": experiment_id, "as_of": _FAR_FUTURE_MS}).fetchall()
-        return {
-            r[0]: {
-                "decisions": int(r[1]),
-                "customers": int(r[2]),
-                "scored": int(r[5]),
-                "shown": int(r[3]),
-                "converted": int(r[4]),
+        sql = """
+            SELECT variant, sum(decisions)::HUGEINT, sum(shown)::HUGEINT, sum(scored)::HUGEINT FROM (
+                SELECT variant, count(*) AS decisions, 0 AS shown, 0 AS scored
+                FROM assignments WHERE experiment_id = $exp GROUP BY variant
+                UNION ALL
+                SELECT variant, 0, count(DISTINCT customer_id), 0
+                FROM assignments WHERE experiment_id = $exp AND decision = 'show' GROUP BY variant
+                UNION ALL
+                SELECT variant, 0, 0, count(DISTINCT customer_id)
+                FROM assignments WHERE experiment_id = $exp AND score IS NOT NULL GROUP BY variant
+            ) GROUP BY variant
+        """
+        rows = self.con.execute(sql, {"exp": experiment_id}).fetchall()
+        decisions = {r[0]: (int(r[1]), int(r[2]), int(r[3])) for r in rows}
+        funnel = {}
+        for name, stats in self.variant_stats(experiment_id, _FAR_FUTURE_MS).items():
+            if stats.users == 0:
+                continue  # a declared arm nobody reached: the funnel lists the arms customers are in
+            made, shown, scored = decisions.get(name, (0, 0, 0))
+            funnel[name] = {
+                "decisions": made,
+                "customers": stats.users,
+                "scored": scored,
+                "shown": shown,
+                "converted": stats.conversions,
             }
-            for r in rows
-        }
+        return funnel
 
     def score_histogram(self, experiment_id: str, bins: int = 20) -> list[tuple[float, float, int]]:
         """Counts of model scores (non-null, i.e. treatment decisions) in `bins` equal bins over [0, 1]."""
