@@ -29,6 +29,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from bench.kafka_broker import bench_kafka
+
 __all__ = ["NAME", "add_arguments", "markdown", "run"]
 
 logger = logging.getLogger(__name__)
@@ -75,29 +77,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--collect-smoke", action="store_true", help="a tiny run (checks the benchmark works)")
 
 
-def _definition(experiment_id: str) -> dict[str, Any]:
-    return {
-        "id": experiment_id,
-        "name": experiment_id,
-        "hypothesis": "h",
-        "owner": "bench",
-        "category": experiment_id.split("-")[0],
-        "model": {"pmml_path": "m.pmml", "model_version": "0" * 64, "features": ["age"]},
-        "threshold": 0.5,
-        "salt": experiment_id,
-        "traffic": 1.0,
-        "variants": [{"name": "control", "weight": 0.5}, {"name": "treatment", "weight": 0.5}],
-        "primary_metric": "conversion",
-        "secondary_metrics": [],
-        "guardrail_metrics": [],
-        "attribution_window_s": 604800,
-        "planned_sample_size": None,
-        "mde": None,
-        "status": "running",
-        "version": 1,
-        "created_ts": _T0,
-        "updated_ts": _T0,
-    }
+def _definition(experiment_id: str) -> str:
+    """A running 50/50 definition, as the control plane writes it to the `experiments` topic."""
+    from experiment.core.definition import ExperimentDefinition, ModelRef
+
+    draft = ExperimentDefinition.new(
+        id=experiment_id,
+        name=experiment_id,
+        hypothesis="h",
+        owner="bench",
+        category=experiment_id.split("-")[0],
+        model=ModelRef(pmml_path="m.pmml", model_version="0" * 64, features=("age",)),
+        threshold=0.5,
+        now_ms=_T0,
+        secondary_metrics=(),
+    )
+    return draft.transition("launch", _T0).to_json()
 
 
 def job_output(n: int, seed: int = 7, invalid_every: int = 50_000) -> list[tuple[str, bytes]]:
@@ -105,7 +100,7 @@ def job_output(n: int, seed: int = 7, invalid_every: int = 50_000) -> list[tuple
     from experiment.core import events
 
     rng = random.Random(seed)
-    out: list[tuple[str, bytes]] = [("experiments", events.to_json(_definition(e)).encode()) for e in _EXPERIMENTS]
+    out: list[tuple[str, bytes]] = [("experiments", _definition(e).encode()) for e in _EXPERIMENTS]
     customers = max(1, n // 3)
     exposed: dict[tuple[str, str], tuple[str, int]] = {}
     i = 0
@@ -280,19 +275,7 @@ def run(args: argparse.Namespace) -> tuple[list[CollectRun], dict[str, Any]]:
             details["identical"] = _same_tables(workdir / "mem-new.duckdb", workdir / "mem-ref.duckdb")
         if args.collect_no_kafka:
             return results, details
-        broker_dir = None
-        if args.collect_bootstrap:
-            kafka = KafkaSettings(bootstrap_servers=args.collect_bootstrap)
-        else:
-            from experiment.kafka import broker
-
-            broker_dir = workdir / "kafka"
-            status = broker.start(
-                load_settings(), port=broker.free_port(), data_dir=broker_dir, timeout_s=120.0, die_with_parent=True
-            )
-            assert status.bootstrap_servers is not None
-            kafka = KafkaSettings(bootstrap_servers=status.bootstrap_servers)
-        try:
+        with bench_kafka(args.collect_bootstrap, workdir) as kafka:
             settings = replace(settings, kafka=replace(kafka, topic_prefix=settings.kafka.topic_prefix))
             started = time.perf_counter()
             _produce(settings, records)
@@ -300,11 +283,6 @@ def run(args: argparse.Namespace) -> tuple[list[CollectRun], dict[str, Any]]:
             for reference in paths:
                 results.append(_end_to_end(settings, n, workdir, reference))
                 logger.info("collect bench %s", results[-1])
-        finally:
-            if broker_dir is not None:
-                from experiment.kafka import broker
-
-                broker.stop(broker_dir)
         return results, details
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -30,6 +30,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
+from bench.kafka_broker import bench_kafka
+
 __all__ = ["NAME", "add_arguments", "markdown", "run"]
 
 logger = logging.getLogger(__name__)
@@ -216,24 +218,11 @@ def _one_run(kafka: Any, pmml: Path, data: Path, mode: str, workload: str, paral
 
 def run(args: argparse.Namespace) -> tuple[list[JobRun], dict[str, Any]]:
     """Measure every requested execution mode and workload against one broker."""
-    from experiment.runtime.config import KafkaSettings, load_settings
 
     workdir = Path(tempfile.mkdtemp(prefix="abflow-bench-job-"))
     try:
         pmml, data, origin = _model(workdir)
-        broker_dir = None
-        if args.job_bootstrap:
-            kafka = KafkaSettings(bootstrap_servers=args.job_bootstrap)
-        else:
-            from experiment.kafka import broker
-
-            broker_dir = workdir / "kafka"
-            status = broker.start(
-                load_settings(), port=broker.free_port(), data_dir=broker_dir, timeout_s=120.0, die_with_parent=True
-            )
-            assert status.bootstrap_servers is not None
-            kafka = KafkaSettings(bootstrap_servers=status.bootstrap_servers)
-        try:
+        with bench_kafka(args.job_bootstrap, workdir) as kafka:
             workloads = [w.strip() for w in args.job_workloads.split(",") if w.strip()]
             unknown = set(workloads) - set(WORKLOADS)
             if unknown:
@@ -251,11 +240,6 @@ def run(args: argparse.Namespace) -> tuple[list[JobRun], dict[str, Any]]:
                 for mode in modes
                 for workload in workloads
             ]
-        finally:
-            if broker_dir is not None:
-                from experiment.kafka import broker
-
-                broker.stop(broker_dir)
         return results, {"model": origin, "pmml": str(pmml)}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
