@@ -69,9 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--job-parallelism", type=int, default=1, help="job parallelism")
     parser.add_argument("--job-bootstrap", default=None, help="use this broker instead of starting one")
+    parser.add_argument("--job-smoke", action="store_true", help="a tiny run (checks the benchmark works)")
 
 
-def _model(workdir: Path) -> tuple[Path, Path, str]:
+def model_files(workdir: Path) -> tuple[Path, Path, str]:
     pmml, data = Path("artifacts/model/xgboost_model.pmml"), Path("data")
     if pmml.is_file() and (data / "X_test.csv").is_file():
         from experiment.model.card import load_model_card
@@ -88,7 +89,7 @@ def _model(workdir: Path) -> tuple[Path, Path, str]:
     return Path(result.files["pmml"]), workdir / "data", "freshly generated and --quick trained"
 
 
-def _customer_ids(workload: str, n: int, seed: int) -> list[str]:
+def customer_ids(workload: str, n: int, seed: int) -> list[str]:
     """The customer of each session: returning customers as the simulator draws them, or all new ones."""
     if workload == "new":
         return [f"c{i}" for i in range(n)]
@@ -103,7 +104,7 @@ def _customer_ids(workload: str, n: int, seed: int) -> list[str]:
     return [f"c{rng.randrange(customers)}" for _ in range(n)]
 
 
-def _wait_until_caught_up(consumer: Any, topic: str, first_output_timeout_s: float = 300.0) -> None:
+def wait_until_caught_up(consumer: Any, topic: str, first_output_timeout_s: float = 300.0) -> None:
     """Block until the committed end offset of `topic` has stopped moving (or nothing ever arrives)."""
     from kafka import TopicPartition
 
@@ -122,21 +123,14 @@ def _wait_until_caught_up(consumer: Any, topic: str, first_output_timeout_s: flo
             return
 
 
-def _one_run(kafka: Any, pmml: Path, data: Path, mode: str, workload: str, parallelism: int, n: int) -> JobRun:
-    import orjson
-    import pandas as pd
-
+def publish_experiment(kafka: Any, pmml: Path, features: tuple[str, ...]) -> None:
+    """One running 50/50 experiment with `pmml` on the `experiments` topic (topics created first)."""
     from experiment.core.definition import ExperimentDefinition, ModelRef
-    from experiment.core.events import session_json
-    from experiment.kafka.clients import make_consumer, make_producer
+    from experiment.kafka.clients import make_producer
     from experiment.kafka.topics import ensure_topics
     from experiment.model.digest import sha256_file
-    from flink_pipeline.job import ExecutionMode, JobConfig, job_topics, submit
 
-    kafka = replace(kafka, topic_prefix=f"bench-{mode}-{workload}-{random.randrange(16**8):08x}.")
     ensure_topics(kafka)
-    x_test = pd.read_csv(data / "X_test.csv", index_col=0)
-    features = tuple(x_test.columns)
     categories = sum(1 for f in features if f.startswith("cat"))
     now = int(time.time() * 1000)
     defn = ExperimentDefinition.new(
@@ -149,16 +143,46 @@ def _one_run(kafka: Any, pmml: Path, data: Path, mode: str, workload: str, paral
         threshold=0.5,
         now_ms=now,
     ).transition("launch", now)
-    producer = make_producer(kafka, linger_ms=50, batch_size=512 * 1024, enable_idempotence=False, acks=1)
+    producer = make_producer(kafka)
     producer.send(kafka.topic("experiments"), key=defn.id.encode(), value=defn.to_json().encode())
     producer.flush()
-    rows = [{k: float(v) for k, v in r.items()} for r in x_test.to_dict("records")]
-    customers = _customer_ids(workload, n, seed=n)
+    producer.close()
+
+
+def feature_rows(data: Path) -> tuple[tuple[str, ...], list[dict[str, float]]]:
+    """The model's feature names and its test-set rows (real feature values for the sessions a benchmark sends)."""
+    import pandas as pd
+
+    x_test = pd.read_csv(data / "X_test.csv", index_col=0)
+    return tuple(x_test.columns), [{k: float(v) for k, v in r.items()} for r in x_test.to_dict("records")]
+
+
+def produce_sessions(kafka: Any, customers: list[str], rows: list[dict[str, float]]) -> None:
+    """One session per entry of `customers`, as fast as the producer goes (pre-produced before the job starts)."""
+    from experiment.core.events import session_json
+    from experiment.kafka.clients import make_producer
+
+    now = int(time.time() * 1000)
+    producer = make_producer(kafka, linger_ms=50, batch_size=512 * 1024, enable_idempotence=False, acks=1)
     for i, cid in enumerate(customers):
         value = session_json(f"s{i}", cid, now + i, rows[i % len(rows)])
         producer.send(kafka.topic("sessions"), key=cid.encode(), value=value.encode())
     producer.flush()
     producer.close()
+
+
+def _one_run(kafka: Any, pmml: Path, data: Path, mode: str, workload: str, parallelism: int, n: int) -> JobRun:
+    import orjson
+
+    from experiment.kafka.clients import make_consumer
+    from flink_pipeline.job import ExecutionMode, JobConfig, job_topics, submit
+
+    kafka = replace(kafka, topic_prefix=f"bench-{mode}-{workload}-{random.randrange(16**8):08x}.")
+    features, rows = feature_rows(data)
+    categories = sum(1 for f in features if f.startswith("cat"))
+    publish_experiment(kafka, pmml, features)
+    customers = customer_ids(workload, n, seed=n)
+    produce_sessions(kafka, customers, rows)
 
     from experiment.runtime.config import load_settings
 
@@ -183,7 +207,7 @@ def _one_run(kafka: Any, pmml: Path, data: Path, mode: str, workload: str, paral
     variants: dict[str, int] = {}
     consumer = make_consumer(kafka, kafka.topic("assignments"))
     try:
-        _wait_until_caught_up(consumer, kafka.topic("assignments"))
+        wait_until_caught_up(consumer, kafka.topic("assignments"))
         while True:
             batch = consumer.poll(timeout_ms=2000)
             if not batch:
@@ -218,10 +242,13 @@ def _one_run(kafka: Any, pmml: Path, data: Path, mode: str, workload: str, paral
 
 def run(args: argparse.Namespace) -> tuple[list[JobRun], dict[str, Any]]:
     """Measure every requested execution mode and workload against one broker."""
-
+    if args.job_smoke:
+        tiny = {"job_sessions": 2_000, "job_warmup_sessions": 0, "job_workloads": "returning,floor"}
+        tiny["job_modes"] = "thread"
+        args = argparse.Namespace(**{**vars(args), **tiny})
     workdir = Path(tempfile.mkdtemp(prefix="abflow-bench-job-"))
     try:
-        pmml, data, origin = _model(workdir)
+        pmml, data, origin = model_files(workdir)
         with bench_kafka(args.job_bootstrap, workdir) as kafka:
             workloads = [w.strip() for w in args.job_workloads.split(",") if w.strip()]
             unknown = set(workloads) - set(WORKLOADS)
@@ -270,18 +297,20 @@ def markdown(results: list[JobRun], details: dict[str, Any], command: str) -> st
             f"| {r.startup_s:.1f} | {r.span_s:.1f} | {r.rate:,.0f} | {r.steady_rate:,.0f} | {share} "
             f"| {r.treatment_share:.3f} |"
         )
-    real = [r for r in results if r.workload in ("returning", "new") and r.steady_rate == r.steady_rate]
-    worst = min((r.steady_rate for r in real), default=0.0)
-    verdict = (
-        f"met by every workload (lowest sustained rate {worst:,.0f} sessions/s)"
-        if real and worst >= 5_000
-        else f"NOT met on this run (lowest sustained rate {worst:,.0f} sessions/s)"
-    )
+    targets = {"returning": 25_000, "new": 20_000}
+    verdicts = [
+        f"{r.workload} >= {targets[r.workload]:,} sessions/s: "
+        f"{'met' if r.steady_rate >= targets[r.workload] else 'NOT met'} "
+        f"({r.steady_rate:,.0f}, {r.mode} mode, parallelism {r.parallelism})"
+        for r in results
+        if r.workload in targets
+    ]
     lines += [
         "",
-        "Floor: whole job >= 5,000 sessions/s (Kafka in -> decisions out, 50/50 split): "
-        f"{verdict}. Start-up (JVM, job deployment, scorer verification against pypmml) is excluded from the rate "
-        "and shown separately. Where the time goes: the analysis below this section.",
+        "Targets, sustained (p10-p90), exactly-once, Kafka in -> decisions out, 50/50 split: "
+        + ("; ".join(verdicts) or "no judged workload ran")
+        + ". Start-up (JVM, job deployment, scorer verification against pypmml) is excluded from the rate and shown "
+        "separately. Where the time goes: the analysis below this section.",
     ]
     return "\n".join(lines)
 

@@ -202,8 +202,9 @@ def markdown(results: list[Measurement], facts: dict[str, Any], command: str) ->
     floor = max(r.rows_per_s for r in results if r.path.startswith("compiled batch"))
     lines += [
         "",
-        f"Floor: scoring path ≥ 50,000 rows/s on the test set — best compiled batch {floor:,.0f} rows/s, "
-        f"per record {results[-1].rows_per_s:,.0f} rows/s.",
+        f"Target: scoring path ≥ 100,000 rows/s on the test set, equal to pypmml: "
+        f"{'met' if floor >= 100_000 else 'NOT met'} (best compiled batch {floor:,.0f} rows/s, "
+        f"per record {results[-1].rows_per_s:,.0f} rows/s; equality is the max |ΔP| above).",
     ]
     return "\n".join(lines) + "\n"
 

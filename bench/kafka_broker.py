@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from experiment.runtime.config import KafkaSettings, load_settings
+from experiment.runtime.processes import free_port
 
 __all__ = ["bench_kafka"]
 
@@ -20,9 +21,7 @@ def bench_kafka(bootstrap: str | None, workdir: Path) -> Iterator[KafkaSettings]
     from experiment.kafka import broker
 
     data_dir = workdir / "kafka"
-    status = broker.start(
-        load_settings(), port=broker.free_port(), data_dir=data_dir, timeout_s=120.0, die_with_parent=True
-    )
+    status = broker.start(load_settings(), port=free_port(), data_dir=data_dir, timeout_s=120.0, die_with_parent=True)
     assert status.bootstrap_servers is not None
     try:
         yield KafkaSettings(bootstrap_servers=status.bootstrap_servers)

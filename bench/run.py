@@ -25,7 +25,15 @@ __all__ = ["BENCHMARKS", "machine_facts", "main", "write_section"]
 logger = logging.getLogger(__name__)
 
 #: Benchmark modules, run in this order.
-BENCHMARKS = ["bench.bench_scoring", "bench.bench_job", "bench.bench_report", "bench.bench_collect"]
+BENCHMARKS = [
+    "bench.bench_scoring",
+    "bench.bench_job",
+    "bench.bench_latency",
+    "bench.bench_state",
+    "bench.bench_cluster",
+    "bench.bench_report",
+    "bench.bench_collect",
+]
 
 _HEADER = (
     "# Benchmarks\n\nWritten by `python -m bench.run` (`make bench`); "

@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 ExecutionMode = Literal["thread", "process"]
 StartupMode = Literal["group-offsets", "earliest-offset", "latest-offset"]
+StateBackend = Literal["hashmap", "rocksdb"]
 _DAY_MS = 24 * 3600 * 1000
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,6 +86,9 @@ class JobConfig:
     #: cost the JVM's Kafka threads less CPU on a 2-core machine. Lingering adds at most 20 ms before a
     #: transaction's records leave, invisible next to the checkpoint that commits them.
     sink_linger_ms: int = 20
+    #: How long a network buffer between tasks (the keyed exchange) may wait to fill before it is sent. Flink's
+    #: default of 100 ms would be most of a session's decision latency at moderate rates; full buffers leave at once.
+    buffer_timeout_ms: int = 10
     sink_batch_bytes: int = 256 * 1024
     startup_mode: StartupMode = "group-offsets"
     categories: int = events.DEFAULT_CATEGORIES
@@ -115,6 +119,9 @@ class JobConfig:
     #: Restart strategy inside a run: exponential delay between these bounds, so a broker outage heals itself.
     restart_initial_backoff_ms: int = 1_000
     restart_max_backoff_ms: int = 30_000
+    #: Where keyed state lives: "hashmap" (JVM heap; the fastest while state fits in memory) or "rocksdb" (on
+    #: local disk with incremental checkpoints, for state larger than the heap). docs/pipeline.md says which and why.
+    state_backend: StateBackend = "hashmap"
     extra_config: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> JobConfig:
@@ -129,6 +136,8 @@ class JobConfig:
             raise ConfigError(f"retained checkpoints must be >= 1, got {self.retained_checkpoints}")
         if self.checkpoint_interval_ms < 100:
             raise ConfigError(f"checkpoint interval must be >= 100 ms, got {self.checkpoint_interval_ms}")
+        if self.state_backend not in ("hashmap", "rocksdb"):
+            raise ConfigError(f"state backend must be 'hashmap' or 'rocksdb', got {self.state_backend!r}")
         if self.execution_mode not in ("thread", "process"):
             raise ConfigError(f"execution mode must be 'thread' or 'process', got {self.execution_mode!r}")
         if self.transaction_timeout_ms <= self.checkpoint_interval_ms:
@@ -211,6 +220,9 @@ def create_environment(settings: Settings, config: JobConfig, *, local: bool = T
     conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
     conf.set_string("execution.checkpointing.num-retained", str(config.retained_checkpoints))
     conf.set_string("pipeline.max-parallelism", str(config.max_parallelism))
+    conf.set_string("state.backend.type", config.state_backend)
+    if config.state_backend == "rocksdb":
+        conf.set_string("execution.checkpointing.incremental", "true")
     # Stable operator ids for the SQL sources and sink too (the Python operator has its own uid), so a new
     # parallelism or a new build of the same topology maps a savepoint's state back onto the same operators.
     conf.set_string("table.exec.uid.generation", "ALWAYS")
@@ -229,6 +241,7 @@ def create_environment(settings: Settings, config: JobConfig, *, local: bool = T
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(config.parallelism)
     env.set_max_parallelism(config.max_parallelism)
+    env.set_buffer_timeout(config.buffer_timeout_ms)
     env.enable_checkpointing(config.checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE)
     t_env = StreamTableEnvironment.create(env)
     return env, t_env
@@ -409,6 +422,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--savepoint-dir", default=None, help="savepoint URI (file:///..., s3://...)")
     parser.add_argument("--restore-from", default=None, help="checkpoint or savepoint to resume from")
     parser.add_argument("--max-parallelism", type=int, default=defaults.max_parallelism)
+    parser.add_argument("--state-backend", choices=["hashmap", "rocksdb"], default=defaults.state_backend)
     parser.add_argument("--rest-port", type=int, default=None, help="local runs: port of the REST API")
     parser.add_argument("--execution-mode", choices=["thread", "process"], default=defaults.execution_mode)
     parser.add_argument("--bundle-size", type=int, default=defaults.bundle_size)
@@ -435,6 +449,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         savepoint_dir=args.savepoint_dir,
         restore_from=args.restore_from,
         max_parallelism=args.max_parallelism,
+        state_backend=args.state_backend,
         rest_port=args.rest_port,
         execution_mode=args.execution_mode,
         bundle_size=args.bundle_size,

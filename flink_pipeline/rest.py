@@ -74,6 +74,14 @@ class FlinkRest:
             return False
         return True
 
+    def overview(self) -> dict[str, Any]:
+        """The cluster's `/overview`: registered TaskManagers, total and available slots, jobs by state."""
+        return dict(self._call("GET", "/overview") or {})
+
+    def taskmanagers(self) -> list[dict[str, Any]]:
+        """The registered TaskManagers as `/taskmanagers` lists them (`id` is the resource id, `slotsNumber`)."""
+        return list(self._call("GET", "/taskmanagers").get("taskmanagers", []))
+
     def jobs(self) -> list[dict[str, Any]]:
         """Every job the cluster knows, as `/jobs/overview` lists them (`jid`, `name`, `state`, `start-time`)."""
         return list(self._call("GET", "/jobs/overview").get("jobs", []))
@@ -95,6 +103,16 @@ class FlinkRest:
         """
         vertices = self._call("GET", f"/jobs/{job_id}").get("vertices", [])
         return bool(vertices) and all(vertex.get("status") == "RUNNING" for vertex in vertices)
+
+    def job_taskmanagers(self, job_id: str) -> set[str]:
+        """The resource ids of the TaskManagers that run at least one task of the job (a test kills one of them)."""
+        found: set[str] = set()
+        for vertex in self._call("GET", f"/jobs/{job_id}").get("vertices", []):
+            reply = self._call("GET", f"/jobs/{job_id}/vertices/{vertex['id']}/taskmanagers")
+            found.update(
+                str(tm.get("taskmanager-id")) for tm in reply.get("taskmanagers", []) if tm.get("status") == "RUNNING"
+            )
+        return found
 
     def health(self, job_id: str) -> JobHealth:
         """State, restarts, checkpoints and record rates of one job."""
@@ -179,6 +197,10 @@ class FlinkRest:
                 raise InfraError(f"the savepoint of job {job_id} failed: {_first_line(cause)}")
             time.sleep(0.5)
         raise InfraError(f"the savepoint of job {job_id} did not complete within {timeout_s:.0f} s")
+
+    def checkpoint_stats(self, job_id: str) -> dict[str, Any]:
+        """Flink's checkpoint statistics of one job as it reports them (counts, latest, history)."""
+        return dict(self._call("GET", f"/jobs/{job_id}/checkpoints"))
 
     def cancel(self, job_id: str) -> None:
         """Cancel without a savepoint (retained checkpoints stay)."""

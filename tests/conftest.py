@@ -35,6 +35,7 @@ import pytest
 
 from experiment.core.errors import InfraError
 from experiment.runtime.config import KafkaSettings, Settings, load_settings
+from experiment.runtime.processes import free_port
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -72,9 +73,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaSett
     status = None
     for attempt in range(3):  # the free port can be taken between choosing it and the broker binding it
         try:
-            status = broker.start(
-                settings, port=broker.free_port(), data_dir=data_dir, timeout_s=120.0, die_with_parent=True
-            )
+            status = broker.start(settings, port=free_port(), data_dir=data_dir, timeout_s=120.0, die_with_parent=True)
             break
         except InfraError as error:
             if "already in use" not in str(error) or attempt == 2:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from experiment.cli import (
+    cluster_cmd,
     collect_cmd,
     common,
     dashboard_cmd,
@@ -31,7 +32,7 @@ app = typer.Typer(
 )
 
 # Command groups register themselves here, one line each.
-# (data, train, kafka, experiment, stats, report, pipeline, simulate, collect, dashboard)
+# (data, train, kafka, cluster, experiment, stats, report, pipeline, simulate, collect, dashboard)
 app.command("stats")(stats_cmd.stats)
 app.command("report")(report_cmd.report)
 app.add_typer(data_cmd.app, name="data")
@@ -40,6 +41,7 @@ app.command("dashboard")(dashboard_cmd.dashboard)
 app.command("simulate")(simulate_cmd.simulate)
 app.command("collect")(collect_cmd.collect)
 app.add_typer(kafka_cmd.app, name="kafka")
+app.add_typer(cluster_cmd.app, name="cluster")
 app.add_typer(experiment_cmd.app, name="experiment")
 app.add_typer(pipeline_cmd.app, name="pipeline")
 

@@ -1,10 +1,12 @@
-"""`abflow pipeline run|stop|savepoint|status`: the Flink decision job on the local MiniCluster.
+"""`abflow pipeline run|stop|savepoint|status`: the Flink decision job, on the local MiniCluster or a Flink cluster.
 
 `run` resumes from the newest retained checkpoint or savepoint of the job (keyed state and Kafka offsets
 together), so a crash, a reboot or an upgrade loses nothing; `--from` picks a snapshot and `--fresh --yes` starts
 with empty state. `run` blocks (Ctrl-C cancels; checkpoints stay); `run --detach` starts the same job in a background
 process whose pid, REST address and logs live under `<home>/pipeline/`. `stop` ends the job with a savepoint,
 `savepoint` takes one while it runs, `status` shows its health from Flink's REST API. See docs/operations.md.
+`run --cluster http://HOST:PORT` submits the same job to a Flink cluster instead (docs/cluster.md); the other
+commands then talk to that cluster's REST API.
 
 PyFlink is imported only inside the commands, so `abflow --help` stays fast.
 """
@@ -33,7 +35,16 @@ from flink_pipeline.rest import FlinkRest
 
 __all__ = ["app", "parse_interval_ms", "run", "savepoint", "status", "stop"]
 
-app = typer.Typer(help="The Flink decision job on the local MiniCluster.", no_args_is_help=True)
+app = typer.Typer(help="The Flink decision job (local MiniCluster, or --cluster).", no_args_is_help=True)
+
+ClusterUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--cluster",
+        help="The Flink cluster's REST address (http://HOST:PORT); default: where `pipeline run` put the job.",
+        show_default=False,
+    ),
+]
 
 _INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
 #: The job's name: it names the folders of its checkpoints and savepoints, so it must not change between runs.
@@ -66,14 +77,31 @@ def _read_state(settings: Settings) -> dict[str, Any] | None:
 
 
 def _running_state(settings: Settings) -> dict[str, Any] | None:
+    """The record of the running job: a local process that is alive, or a cluster job that is not terminal."""
     state = _read_state(settings)
+    if state and state.get("cluster"):
+        return state if _cluster_job(state) is not None else None
     return state if state and pid_alive(int(state["pid"])) else None
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _cluster_job(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The job of a `run --cluster` record if the cluster still runs it (None when the cluster or the job is gone)."""
+    try:
+        job = FlinkRest(str(state["cluster"]), timeout_s=3.0).active_job(JOB_NAME)
+    except InfraError:
+        return None
+    return job if job is not None and job.get("jid") == state.get("jid") else None
+
+
+def _cluster_state(cluster: str) -> dict[str, Any]:
+    """A record for `--cluster URL` given to status/stop/savepoint: the cluster's running decision job."""
+    job = FlinkRest(cluster, timeout_s=5.0).active_job(JOB_NAME)
+    return {
+        "cluster": cluster,
+        "rest": cluster,
+        "jid": None if job is None else job["jid"],
+        "started": int(job.get("start-time", time.time() * 1000)) // 1000 if job else int(time.time()),
+    }
 
 
 def choose_snapshot(settings: Settings, *, from_path: Path | None, fresh: bool, yes: bool) -> Path | None:
@@ -123,6 +151,13 @@ def run(
         typer.Option("--mode", help="Python execution mode (thread: in the JVM; process: separate workers)."),
     ] = "thread",
     categories: Annotated[int, typer.Option("--categories", min=1, help="Purchase categories K in sessions.")] = 60,
+    state_backend: Annotated[
+        Literal["hashmap", "rocksdb"],
+        typer.Option(
+            "--state-backend",
+            help="Keyed state on the JVM heap (hashmap, fastest) or in RocksDB on local disk (state beyond memory).",
+        ),
+    ] = "hashmap",
     reference_data: Annotated[
         Path | None,
         typer.Option(
@@ -136,19 +171,43 @@ def run(
     ),
     bootstrap_servers: BootstrapServers = None,
     topic_prefix: TopicPrefix = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            help="Submit to this Flink cluster (its JobManager's REST address, http://HOST:PORT) instead of the local "
+            "MiniCluster; the job runs detached there.",
+            show_default=False,
+        ),
+    ] = None,
+    python_exec: Annotated[
+        str | None,
+        typer.Option(
+            "--python-exec",
+            help="With --cluster: the Python (with the project's requirements) the TaskManagers run the operators "
+            "with. Default: this interpreter.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the decision job, resuming from its newest checkpoint or savepoint (exactly-once output)."""
     settings = cli_settings(bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix)
     interval_ms = parse_interval_ms(checkpoint_interval)
+    if cluster is not None:
+        from experiment.cluster.submit import jobmanager_address
+
+        jobmanager_address(cluster)  # a malformed address fails before anything else happens
     if reference_data is None and Path("data", "X_test.csv").is_file():
         reference_data = Path("data")
     running = _running_state(settings)
     if running:
-        raise InfraError(f"the pipeline is already running (pid {running['pid']}); `abflow pipeline stop` first.")
+        where = f"job {running['jid']} on {running['cluster']}" if running.get("cluster") else f"pid {running['pid']}"
+        raise InfraError(f"the pipeline is already running ({where}); `abflow pipeline stop` first.")
     restore = choose_snapshot(settings, from_path=from_path, fresh=fresh, yes=yes)
-    rest_port = _free_port()
+    from experiment.runtime.processes import free_port
+
+    rest_port = free_port()
     args = [
-        "--local",
         "--parallelism",
         str(parallelism),
         "--checkpoint-interval-ms",
@@ -157,6 +216,8 @@ def run(
         mode,
         "--categories",
         str(categories),
+        "--state-backend",
+        state_backend,
         "--group-id",
         group_id,
         "--transactional-id-prefix",
@@ -165,8 +226,6 @@ def run(
         settings.kafka.bootstrap_servers,
         "--topic-prefix",
         settings.kafka.topic_prefix,
-        "--rest-port",
-        str(rest_port),
     ]
     if reference_data is not None:
         args += ["--reference-rows", str(reference_data.resolve())]
@@ -175,6 +234,18 @@ def run(
     from experiment.kafka.topics import ensure_topics
     from flink_pipeline import job
 
+    if cluster is not None:
+        args += [
+            "--checkpoint-dir",
+            checkpoints.checkpoint_root(settings.home, JOB_NAME).resolve().as_uri(),
+            "--savepoint-dir",
+            checkpoints.savepoint_root(settings.home, JOB_NAME).resolve().as_uri(),
+        ]
+        job.config_from_args(job.parse_args(args))
+        ensure_topics(settings.kafka)
+        _run_on_cluster(settings, cluster, args, restore, python_exec)
+        return
+    args = ["--local", *args, "--rest-port", str(rest_port)]
     config = job.config_from_args(job.parse_args(args))
     ensure_topics(settings.kafka)
     if detach:
@@ -192,6 +263,30 @@ def run(
         job.run_local_until_stopped(settings, config)
     finally:
         (_state_dir(settings) / "job.json").unlink(missing_ok=True)
+
+
+def _run_on_cluster(
+    settings: Settings, cluster: str, args: list[str], restore: Path | None, python_exec: str | None
+) -> None:
+    """Submit the job to the cluster, wait until its tasks run, and record it for status/stop/savepoint."""
+    from experiment.cluster.submit import submit_job, wait_running
+
+    log_path = _state_dir(settings) / "submit.log"
+    typer.echo(f"submitting the decision job to {cluster} (log {log_path})", err=True)
+    job_id = submit_job(settings, cluster, args, restore=restore, python_exec=python_exec, log_path=log_path)
+    record = {
+        "cluster": cluster,
+        "rest": cluster,
+        "jid": job_id,
+        "started": int(time.time()),
+        "args": args,
+        "log": str(log_path.resolve()),
+    }
+    (_state_dir(settings) / "job.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    if wait_running(cluster, job_id):
+        typer.echo(f"pipeline running on {cluster} (job {job_id})")
+    else:
+        typer.echo(f"pipeline submitted to {cluster} (job {job_id}) but its tasks are not all running yet")
 
 
 def _write_state(settings: Settings, pid: int, args: list[str], rest_port: int, log: Path) -> None:
@@ -274,10 +369,14 @@ def stop(
     no_savepoint: Annotated[
         bool, typer.Option("--no-savepoint", help="Cancel without a savepoint (the retained checkpoints stay).")
     ] = False,
+    cluster: ClusterUrl = None,
 ) -> None:
     """Stop the detached pipeline with a savepoint (the next `run` resumes from it); print its path."""
     settings = cli_settings()
-    state = _read_state(settings)
+    state = _cluster_state(cluster) if cluster else _read_state(settings)
+    if state and state.get("cluster"):
+        _stop_on_cluster(settings, state, timeout=timeout, no_savepoint=no_savepoint)
+        return
     if not state or not pid_alive(int(state["pid"])):
         typer.echo("the pipeline is not running")
         if state:
@@ -308,6 +407,25 @@ def stop(
     (_state_dir(settings) / "job.json").unlink(missing_ok=True)
 
 
+def _stop_on_cluster(settings: Settings, state: dict[str, Any], *, timeout: float, no_savepoint: bool) -> None:
+    """Stop-with-savepoint (or cancel) the job on its cluster through the REST API; the cluster keeps running."""
+    job = _cluster_job(state) if state.get("jid") else None
+    if job is None:
+        typer.echo(f"the pipeline is not running on {state['cluster']}")
+        (_state_dir(settings) / "job.json").unlink(missing_ok=True)
+        return
+    rest = _rest(state)
+    if no_savepoint:
+        rest.cancel(job["jid"])
+        typer.echo(f"the pipeline (job {job['jid']}) was cancelled on {state['cluster']}; its checkpoints stay")
+    else:
+        target = checkpoints.savepoint_root(settings.home, JOB_NAME).resolve().as_uri()
+        path = rest.savepoint(job["jid"], target, stop=True, timeout_s=timeout)
+        typer.echo(f"savepoint: {_plain_path(path)}")
+        typer.echo(f"the pipeline (job {job['jid']}) stopped on {state['cluster']}")
+    (_state_dir(settings) / "job.json").unlink(missing_ok=True)
+
+
 def _plain_path(location: str) -> str:
     return location.removeprefix("file:")
 
@@ -315,10 +433,11 @@ def _plain_path(location: str) -> str:
 @app.command("savepoint")
 def savepoint(
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the savepoint.")] = 120.0,
+    cluster: ClusterUrl = None,
 ) -> None:
     """Take a savepoint of the running job (it keeps running); print its path."""
     settings = cli_settings()
-    state = _running_state(settings)
+    state = _cluster_state(cluster) if cluster else _running_state(settings)
     if state is None:
         raise InfraError("the pipeline is not running; nothing to take a savepoint of")
     rest = _rest(state)
@@ -343,10 +462,13 @@ def _broker_reachable(bootstrap: str, timeout_s: float = 2.0) -> bool:
 @app.command("status")
 def status(
     lines: Annotated[int, typer.Option("--lines", min=0, help="Recent log lines to show.")] = 5,
+    cluster: ClusterUrl = None,
 ) -> None:
     """Whether the job runs and is healthy: state, restarts, checkpoints, rates, dead letters, broker."""
     settings = cli_settings()
-    state = _running_state(settings)
+    state = _cluster_state(cluster) if cluster else _running_state(settings)
+    if state is not None and state.get("cluster") and state.get("jid") is None:
+        state = None
     newest = checkpoints.newest_snapshot(settings.home, JOB_NAME)
     if state is None:
         typer.echo("pipeline: not running")
@@ -354,7 +476,10 @@ def status(
             typer.echo(f"next run resumes from {checkpoints.describe(newest)}")
         raise typer.Exit(code=1)
     uptime = int(time.time()) - int(state["started"])
-    typer.echo(f"pipeline: process up (pid {state['pid']}, up {uptime} s); REST {state.get('rest')}")
+    if state.get("cluster"):
+        typer.echo(f"pipeline: on the cluster {state['cluster']} (job {state['jid']}, up {uptime} s)")
+    else:
+        typer.echo(f"pipeline: process up (pid {state['pid']}, up {uptime} s); REST {state.get('rest')}")
     healthy = _show_health(settings, state)
     if not _broker_reachable(settings.kafka.bootstrap_servers):
         typer.echo(f"broker: unreachable at {settings.kafka.bootstrap_servers}")
@@ -363,10 +488,12 @@ def status(
         typer.echo(f"broker: reachable at {settings.kafka.bootstrap_servers}")
     if newest is not None:
         typer.echo(f"newest retained snapshot: {checkpoints.describe(newest)}")
-    typer.echo(f"log: {state['log']}")
-    typer.echo(f"flink logs: {state.get('flink_logs', '')}")
-    log = Path(state["log"])
-    if lines and log.is_file():
+    if "log" in state:
+        typer.echo(f"log: {state['log']}")
+    if "flink_logs" in state:
+        typer.echo(f"flink logs: {state['flink_logs']}")
+    log = Path(state.get("log", ""))
+    if lines and state.get("log") and log.is_file():
         recent = log.read_text(encoding="utf-8", errors="replace").splitlines()
         for line in recent[-lines:]:
             typer.echo(f"  {line}")
@@ -379,7 +506,7 @@ def _show_health(settings: Settings, state: dict[str, Any]) -> bool:
     try:
         job = rest.active_job(JOB_NAME)
         if job is None:
-            typer.echo("job: none running on the MiniCluster (starting, or ended; see the log)")
+            typer.echo("job: none running on Flink (starting, or ended; see the log)")
             return False
         health = rest.health(job["jid"])
         counters = rest.abflow_counters(job["jid"])

@@ -36,13 +36,12 @@ from typing import NamedTuple
 from experiment.core.errors import ConfigError, InfraError
 from experiment.kafka import jars
 from experiment.runtime.config import DEFAULT_KAFKA_PORT, KafkaSettings, Settings, parse_bootstrap_servers
-from experiment.runtime.processes import pid_alive
+from experiment.runtime.processes import find_java, free_port, pid_alive
 
 __all__ = [
     "DEFAULT_PORT",
     "TRANSACTION_MAX_TIMEOUT_MS",
     "BrokerStatus",
-    "free_port",
     "listen_address",
     "metadata_answered",
     "start",
@@ -84,13 +83,6 @@ class BrokerStatus:
             return f"kafka: stopped (data dir {self.data_dir})"
         state = "ready" if self.ready else "not answering metadata requests"
         return f"kafka: running pid={self.pid} bootstrap={self.bootstrap_servers} {state} (data dir {self.data_dir})"
-
-
-def free_port() -> int:
-    """An unused TCP port on 127.0.0.1 chosen by the OS (tests and the controller listener never use fixed ports)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def listen_address(bootstrap_servers: str, port: int | None = None) -> tuple[str, int]:
@@ -178,7 +170,7 @@ def start(
 
     if not jars.jars_installed(settings):
         jars.install_jars(settings)
-    java = _java()
+    java = find_java("the Kafka broker")
     classpath = jars.kafka_classpath(settings)
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "logs").mkdir(exist_ok=True)
@@ -328,15 +320,6 @@ def _format_storage(jvm: list[str], classpath: str, properties: Path) -> None:
         output = (result.stdout + result.stderr).strip().splitlines()[-10:]
         raise InfraError(f"Formatting Kafka storage failed (exit {result.returncode}): " + " | ".join(output))
     logger.info("formatted kafka storage cluster_id=%s", cluster_id)
-
-
-def _java() -> str:
-    java_home = os.environ.get("JAVA_HOME")
-    candidate = Path(java_home) / "bin" / "java" if java_home else None
-    java = str(candidate) if candidate and candidate.is_file() else shutil.which("java")
-    if java is None:
-        raise InfraError("Java 17 or newer is needed to run the Kafka broker, and `java` is not on PATH.")
-    return java
 
 
 def _ensure_port_free(host: str, port: int) -> None:

@@ -6,7 +6,7 @@ settings that change behaviour (compaction of `experiments`, long retention of `
 
 | topic               | partitions | retention            | why                                                      |
 |---------------------|-----------:|----------------------|----------------------------------------------------------|
-| sessions            | 4          | 14 days              | keyed by customer; 4 lets the job scale to 4 subtasks    |
+| sessions            | 4 (*)      | 14 days              | keyed by customer; 4 lets the job scale to 4 subtasks    |
 | outcomes            | 4          | 14 days              | ≥ the 7-day default attribution window, with slack       |
 | assignments         | 4          | 30 days              | the results store can be rebuilt from it                 |
 | attributed-outcomes | 4          | 30 days              | likewise                                                 |
@@ -15,13 +15,18 @@ settings that change behaviour (compaction of `experiments`, long retention of `
 |                     |            |                      | every id's versions in order                             |
 | experiment-health   | 1          | compacted            | the job's latest word on each experiment's model (usable |
 |                     |            |                      | or not, and why); read by the collector into the store   |
+
+(*) The keyed topics (sessions, outcomes, assignments, attributed-outcomes) get `KafkaSettings.partitions`
+(`ABFLOW_KAFKA_PARTITIONS`, `partitions` in abflow.toml's [kafka]; default 4) when abflow creates them: the sessions
+topic's partition count is the most source subtasks the job can keep busy, and sessions and outcomes always get the
+same count. Existing topics are never changed (docs/cluster.md, "Scaling").
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from experiment.core.errors import InfraError
 from experiment.runtime.config import KafkaSettings
@@ -36,6 +41,7 @@ __all__ = [
     "OUTCOMES",
     "SESSIONS",
     "TopicSpec",
+    "catalogue",
     "ensure_topics",
 ]
 
@@ -89,9 +95,19 @@ CATALOGUE: tuple[TopicSpec, ...] = (
 )
 
 
+_KEYED = frozenset({SESSIONS, OUTCOMES, ASSIGNMENTS, ATTRIBUTED_OUTCOMES})
+
+
+def catalogue(partitions: int) -> tuple[TopicSpec, ...]:
+    """The catalogue with `partitions` for every keyed topic (the same for sessions and outcomes, by construction)."""
+    if partitions < 1:
+        raise ValueError(f"partitions must be >= 1, got {partitions}")
+    return tuple(replace(spec, partitions=partitions) if spec.name in _KEYED else spec for spec in CATALOGUE)
+
+
 def ensure_topics(
     kafka: KafkaSettings,
-    specs: tuple[TopicSpec, ...] = CATALOGUE,
+    specs: tuple[TopicSpec, ...] | None = None,
     *,
     replication_factor: int = -1,
     timeout_s: float = 30.0,
@@ -99,12 +115,14 @@ def ensure_topics(
     """Create the catalogue's topics that do not exist yet (physical names, prefix applied); return those created.
 
     `replication_factor=-1` asks for the broker's default (1 on the local broker, the cluster's policy elsewhere).
-    Existing topics are left untouched, so running this twice, or concurrently, is harmless.
+    Existing topics are left untouched, so running this twice, or concurrently, is harmless. `specs` defaults to the
+    catalogue with `kafka.partitions` for the keyed topics.
     """
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
     from experiment.kafka.clients import make_admin
 
+    specs = catalogue(kafka.partitions) if specs is None else specs
     admin = make_admin(kafka, client_id="abflow-topics")
     try:
         deadline = time.monotonic() + timeout_s

@@ -27,11 +27,13 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
 from experiment.core.errors import DataValidationError, InfraError
+from experiment.results.schema import MAX_PRE_PERIOD_PURCHASES, ROW_BUILDERS
+from experiment.stats.sufficient import to_cents
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -49,6 +51,79 @@ DEFAULT_GROUP = "abflow-collector"
 
 #: JSON values decoded by msgspec (a C parser); anything it refuses goes through `json.loads` as before.
 _DECODER = msgspec.json.Decoder()
+
+_Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
+
+class _AssignmentRecord(msgspec.Struct, kw_only=True):
+    """An `assignments` record exactly as the job writes it, fields in `ASSIGNMENT_COLUMNS` order.
+
+    Why: msgspec checks these types in C while decoding, so a well-formed record becomes its row without a Python
+    check per field. It accepts only what `schema.assignment_row` accepts unchanged; anything else (a missing
+    field, a number as text, a lone surrogate) fails here and takes the checked path, which decides and names it.
+    """
+
+    experiment_id: str
+    event_id: str
+    experiment_version: _Int64 | None = None
+    customer_id: str
+    variant: str
+    score: float | None = None
+    decision: str | None = None
+    model_version: str | None = None
+    first_exposure: bool | None = None
+    event_ts: _Int64
+    decided_ts: _Int64 | None = None
+    pre_period_purchases: Annotated[int, msgspec.Meta(ge=0, le=MAX_PRE_PERIOD_PURCHASES)] = 0
+
+
+class _OutcomeRecord(msgspec.Struct, kw_only=True):
+    """An `attributed-outcomes` record as the job writes it (the same contract as `_AssignmentRecord`)."""
+
+    experiment_id: str
+    outcome_event_id: str
+    customer_id: str
+    variant: str | None = None
+    ts: _Int64
+    converted: bool | None = True
+    revenue: float | None = None
+    seconds_since_exposure: float | None = None
+
+
+_ASSIGNMENT_DECODER = msgspec.json.Decoder(_AssignmentRecord)
+_OUTCOME_DECODER = msgspec.json.Decoder(_OutcomeRecord)
+_FAST_FAILED = (msgspec.DecodeError, msgspec.ValidationError, OverflowError)
+_CENTS_MAX = 2**63 - 1
+
+
+def _assignment_fast(raw: bytes) -> tuple[Any, ...]:
+    """The row of a well-formed assignment (the same tuple `schema.assignment_row` builds)."""
+    return msgspec.structs.astuple(_ASSIGNMENT_DECODER.decode(raw))
+
+
+def _outcome_fast(raw: bytes) -> tuple[Any, ...]:
+    """The row of a well-formed attributed outcome (the same tuple `schema.outcome_row` builds)."""
+    rec = _OUTCOME_DECODER.decode(raw)
+    cents = to_cents(rec.revenue) if rec.revenue else 0
+    if not -_CENTS_MAX - 1 <= cents <= _CENTS_MAX:
+        raise OverflowError("revenue in cents does not fit BIGINT")  # the checked path names it
+    return (
+        rec.experiment_id,
+        rec.outcome_event_id,
+        rec.customer_id,
+        rec.variant,
+        rec.ts,
+        bool(rec.converted),
+        cents,
+        rec.seconds_since_exposure,
+    )
+
+
+#: Typed fast paths by kind; the other kinds (rare) are decoded to dicts and checked field by field.
+_FAST_ROWS: dict[str, Callable[[bytes], tuple[Any, ...]]] = {
+    "assignments": _assignment_fast,
+    "outcomes": _outcome_fast,
+}
 
 
 @dataclass
@@ -275,24 +350,31 @@ class Collector:
 
         Why not `record_batch`: it validates all or nothing, so one bad record made the whole poll fall back to a
         transaction per record. Here a bad record is skipped (counted, with its reason) before the transaction,
-        and the good ones go in as columns.
+        and the good ones go in as columns. Assignments and outcomes, nearly every record, are decoded straight
+        into typed rows (`_FAST_ROWS`); whatever that refuses goes through the checked path, which names the reason.
         """
         if self.reference:
             self._store_reference(store, batch, stats)
             return
-        from experiment.results.schema import ROW_BUILDERS
-
         rows: dict[str, list[Any]] = {kind: [] for kind in self.topics.values()}
         decode = _DECODER.decode
         for tp, records in batch.items():
             kind = self.topics[tp.topic]
             build = ROW_BUILDERS[kind]
-            out = rows[kind]
+            fast = _FAST_ROWS.get(kind)
+            append = rows[kind].append
             for record in records:
-                value: Any = None
-                if kind != "experiments" and record.value is not None:
+                raw = record.value
+                if fast is not None and raw is not None:
                     try:
-                        value = decode(record.value)
+                        append(fast(raw))
+                        continue
+                    except _FAST_FAILED:
+                        pass  # the checked path below decides, and names the reason
+                value: Any = None
+                if kind != "experiments" and raw is not None:
+                    try:
+                        value = decode(raw)
                     except (msgspec.DecodeError, UnicodeDecodeError):
                         value = None  # the reference parser names the reason (or accepts what msgspec refuses)
                 if value.__class__ is not dict:
@@ -300,15 +382,15 @@ class Collector:
                     if value is None:
                         continue
                 try:
-                    out.append(build(value))
+                    append(build(value))
                 except DataValidationError as error:
                     _skip(stats, f"{kind}: {error}")
-        store.record_rows(**rows)
-        stats.assignments += len(rows["assignments"])
-        stats.outcomes += len(rows["outcomes"])
-        stats.dead_letters += len(rows["dead_letters"])
-        stats.experiments += len(rows["experiments"])
-        stats.health += len(rows["health"])
+        stored = _write(store, rows, stats)
+        stats.assignments += stored.get("assignments", 0)
+        stats.outcomes += stored.get("outcomes", 0)
+        stats.dead_letters += stored.get("dead_letters", 0)
+        stats.experiments += stored.get("experiments", 0)
+        stats.health += stored.get("health", 0)
 
     def _store_reference(self, store: ResultsStore, batch: Mapping[Any, list[Any]], stats: CollectStats) -> None:
         """The previous path, kept as the reference the fast one is tested and benchmarked against.
@@ -343,6 +425,35 @@ class Collector:
         if self._consumer is None:
             raise InfraError("The collector is not open; use `with Collector(settings, store) as collector:`.")
         return self._consumer
+
+
+def _write(store: ResultsStore, rows: dict[str, list[Any]], stats: CollectStats) -> dict[str, int]:
+    """Write the rows in one transaction; the rows stored per kind.
+
+    Why the halving: the row checks make every row one DuckDB accepts, but should the store still refuse a batch
+    for its data (`DataValidationError`), retrying the same poll after a restart would fail forever and block the
+    collector. So the batch is split in halves, each its own transaction, until the refused rows stand alone; they
+    are skipped with the store's reason, everything else is stored. Other errors (disk, lock) still stop the run.
+    """
+    try:
+        store.record_rows(**rows)
+    except DataValidationError as error:
+        items = [(kind, row) for kind, kind_rows in rows.items() for row in kind_rows]
+        if len(items) <= 1:
+            for kind, _row in items:
+                _skip(stats, f"{kind}: {error}")
+            return {}
+        logger.warning("batch refused by the store, splitting it rows=%d reason=%s", len(items), error)
+        stored: dict[str, int] = {}
+        half = len(items) // 2
+        for part in (items[:half], items[half:]):
+            sub: dict[str, list[Any]] = {kind: [] for kind in rows}
+            for kind, row in part:
+                sub[kind].append(row)
+            for kind, count in _write(store, sub, stats).items():
+                stored[kind] = stored.get(kind, 0) + count
+        return stored
+    return {kind: len(kind_rows) for kind, kind_rows in rows.items()}
 
 
 def _skip(stats: CollectStats, reason: str) -> None:

@@ -7,8 +7,14 @@ Why it looks like this:
   changes nothing. The tables and the record-to-row checks are in `experiment.results.schema`.
 - **First exposure wins.** The per-customer view takes the variant and the pre-period covariate of the customer's
   earliest assignment (min event_ts, ties broken by event_id), whatever order the records arrived in.
-- **Derived, not maintained.** The customers view and the sufficient statistics are computed from the raw rows at
-  query time, optionally `as_of` a time, so an as-of report is reproducible and there is no counter to corrupt.
+- **Derived, not maintained** (but one minimum). The customers view and the sufficient statistics are computed
+  from the raw rows at query time, optionally `as_of` a time, so an as-of report is reproducible and there is no
+  counter to corrupt. The one thing kept as rows arrive is each customer's first exposure (`first_exposures`):
+  the smallest (event_ts, event_id) of the assignments actually inserted, upserted in the same transaction. A
+  minimum is idempotent and order-free, so it is exactly what a GROUP BY over `assignments` gives, for any as-of
+  time too (the first exposure up to T is the first exposure, if it is <= T); reports then read one row per
+  customer instead of grouping every exposure. A store written before the table existed is filled on its first
+  writable open; read-only, it is derived from `assignments` as before.
 - **Model health is a state, not a log.** `experiment_health` keeps one row per (experiment, model version): the
   job's newest word on whether it can use that model (`model_unusable` with the reason, or `model_ready`), so a
   repaired model clears the warning and a replay of older records changes nothing.
@@ -31,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from experiment.core.definition import ExperimentDefinition
-from experiment.core.errors import ExperimentError, InfraError
+from experiment.core.errors import DataValidationError, ExperimentError, InfraError
 from experiment.results.schema import (
     ASSIGNMENT_COLUMNS,
     DEAD_COLUMNS,
@@ -52,11 +58,11 @@ logger = logging.getLogger(__name__)
 
 _MS_PER_DAY = 86_400_000
 
-# One row per customer (first exposure wins) with what they did up to $as_of. Parameters: $exp, $as_of.
-# The first exposure of each customer up to $as_of. It is the smallest (event_ts, event_id, ...) struct per
-# customer: the row a window ordered by (event_ts, event_id) would number 1 (event_id is unique within an
-# experiment), found by one hash aggregate instead of sorting every exposure. Parameters: $exp, $as_of.
-_FIRST_SQL = """
+# The first exposure of each customer up to $as_of, derived from every exposure. It is the smallest (event_ts,
+# event_id, ...) struct per customer: the row a window ordered by (event_ts, event_id) would number 1 (event_id is
+# unique within an experiment), found by one hash aggregate instead of sorting every exposure. Parameters: $exp,
+# $as_of. The reference the maintained `first_exposures` table is tested and benchmarked against.
+_FIRST_DERIVED_SQL = """
 SELECT $exp AS experiment_id, customer_id, e.variant, e.event_ts AS first_exposure_ts, e.pre_period_purchases
 FROM (
     SELECT customer_id, min({'event_ts': event_ts, 'event_id': event_id, 'variant': variant,
@@ -67,9 +73,31 @@ FROM (
 )
 """
 
+# The same rows read from the maintained table (the first exposure up to $as_of is the first exposure, if <= $as_of).
+_FIRST_TABLE_SQL = """
+SELECT $exp AS experiment_id, customer_id, variant, event_ts AS first_exposure_ts, pre_period_purchases
+FROM first_exposures WHERE experiment_id = $exp AND event_ts <= $as_of
+"""
+
+# Upsert of the first exposures of the assignment rows in `{source}` (rows just inserted): per customer the
+# smallest (event_ts, event_id), replacing a stored one only if smaller, so replays and arrival order do not matter.
+_UPSERT_FIRST_SQL = """
+INSERT INTO first_exposures
+SELECT experiment_id, customer_id, e.event_ts, e.event_id, e.variant, e.pre_period_purchases FROM (
+    SELECT experiment_id, customer_id, min({{'event_ts': event_ts, 'event_id': event_id, 'variant': variant,
+                                           'pre_period_purchases': pre_period_purchases}}) AS e
+    FROM {source} GROUP BY experiment_id, customer_id
+)
+ON CONFLICT (experiment_id, customer_id) DO UPDATE SET
+    event_ts = excluded.event_ts, event_id = excluded.event_id, variant = excluded.variant,
+    pre_period_purchases = excluded.pre_period_purchases
+WHERE excluded.event_ts < first_exposures.event_ts
+   OR (excluded.event_ts = first_exposures.event_ts AND excluded.event_id < first_exposures.event_id)
+"""
+
 # One row per customer (first exposure wins) with what they did up to $as_of. Parameters: $exp, $as_of.
-_CUSTOMERS_SQL = f"""
-WITH first AS ({_FIRST_SQL}), outcome_sums AS (
+_CUSTOMERS_SQL = """
+WITH first AS ({first}), outcome_sums AS (
     SELECT f.customer_id, bool_or(o.converted) AS converted, sum(o.revenue_cents) AS revenue_cents
     FROM first f JOIN outcomes o
       ON o.experiment_id = f.experiment_id AND o.customer_id = f.customer_id
@@ -88,15 +116,15 @@ FROM first f LEFT JOIN outcome_sums s USING (customer_id)
 # revenue r goes from r_prev to r_new, adding r_new − r_prev to Σr and r_new² − r_prev² to Σr², and their first
 # converting day adds the conversion (and x to Σxc). Summed over all days they are the customers view's totals,
 # so the per-variant statistics are the increments' sums and need no second pass. Parameters: $exp, $as_of.
-_INCREMENTS_SQL = f"""
+_INCREMENTS_SQL = """
 WITH first AS MATERIALIZED (
-    SELECT customer_id, variant, first_exposure_ts, pre_period_purchases::HUGEINT AS x FROM ({_FIRST_SQL})
+    SELECT customer_id, variant, first_exposure_ts, pre_period_purchases::HUGEINT AS x FROM ({first})
 ), joins AS (
-    SELECT variant, first_exposure_ts // {_MS_PER_DAY} AS day, count(*)::HUGEINT AS users,
+    SELECT variant, first_exposure_ts // {day_ms} AS day, count(*)::HUGEINT AS users,
            coalesce(sum(x), 0)::HUGEINT AS x_sum, coalesce(sum(x * x), 0)::HUGEINT AS x_sq
     FROM first GROUP BY ALL
 ), per_day AS (
-    SELECT c.variant, c.customer_id, c.x, o.ts // {_MS_PER_DAY} AS day,
+    SELECT c.variant, c.customer_id, c.x, o.ts // {day_ms} AS day,
            sum(o.revenue_cents)::HUGEINT AS rc, bool_or(o.converted) AS conv
     FROM first c JOIN outcomes o
       ON o.experiment_id = $exp AND o.customer_id = c.customer_id
@@ -120,6 +148,16 @@ SELECT variant, day, users, 0, 0, 0, x_sum, x_sq, 0, 0 FROM joins
 UNION ALL
 SELECT variant, day, 0, conversions, r_sum, r_sq, 0, 0, xr, xc FROM gains
 """
+
+#: The customers view and the daily increments by where the first exposures come from (True: derived).
+_CUSTOMERS = {
+    derived: _CUSTOMERS_SQL.format(first=_FIRST_DERIVED_SQL if derived else _FIRST_TABLE_SQL)
+    for derived in (True, False)
+}
+_INCREMENTS = {
+    derived: _INCREMENTS_SQL.format(first=_FIRST_DERIVED_SQL if derived else _FIRST_TABLE_SQL, day_ms=_MS_PER_DAY)
+    for derived in (True, False)
+}
 
 _FAR_FUTURE_MS = 2**62
 
@@ -181,13 +219,19 @@ class ModelHealth:
 
 
 class ResultsStore:
-    """DuckDB-backed results store. Use as a context manager or call `open()`/`close()`."""
+    """DuckDB-backed results store. Use as a context manager or call `open()`/`close()`.
 
-    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+    `derive_first_exposures=True` computes first exposures from every assignment instead of reading the maintained
+    table: the reference that table is tested and benchmarked against.
+    """
+
+    def __init__(self, path: str | Path, *, read_only: bool = False, derive_first_exposures: bool = False) -> None:
         self.path = Path(path)
         self.read_only = read_only
+        self.derive_first_exposures = derive_first_exposures
         self._con: Any = None
         self._has_health = False
+        self._has_first = False
         # Daily increments read on a read-only connection, by (experiment, as_of): (that connection, rows).
         self._increments_memo: dict[tuple[str, int], tuple[Any, list[tuple[str, int, tuple[int, ...]]]]] = {}
 
@@ -207,18 +251,41 @@ class ResultsStore:
             self._con = duckdb.connect(str(self.path), read_only=self.read_only)
         except duckdb.Error as error:
             raise InfraError(f"cannot open results store {self.path}: {error}") from error
+        had_first = self._has_table("first_exposures")
         if not self.read_only:
             for statement in SCHEMA:
                 self._con.execute(statement)
+            if not had_first:
+                self.rebuild_first_exposures()  # a store written before the table existed (or a new, empty one)
         # A store written before model health existed lacks the table; read-only readers then see no health rows.
-        self._has_health = bool(
-            self._con.execute(
-                "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-                "AND table_name = 'experiment_health'"
-            ).fetchone()[0]
-        )
+        self._has_health = self._has_table("experiment_health")
+        self._has_first = self._has_table("first_exposures")
         logger.debug("store opened path=%s read_only=%s", self.path, self.read_only)
         return self
+
+    def _has_table(self, name: str) -> bool:
+        return bool(
+            self._con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = ?",
+                [name],
+            ).fetchone()[0]
+        )
+
+    def rebuild_first_exposures(self) -> None:
+        """Recompute `first_exposures` from every stored assignment, in one transaction.
+
+        For a store written before the table existed (done on its first writable open) and for bulk loads that
+        insert into `assignments` with SQL rather than through `record_rows` (the report benchmark does).
+        """
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute("DELETE FROM first_exposures")
+            con.execute(_UPSERT_FIRST_SQL.format(source="assignments"))
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
@@ -302,7 +369,7 @@ class ResultsStore:
         con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
-            self._insert("assignments", ASSIGNMENT_COLUMNS, rows_a)
+            self._insert_assignments(rows_a)
             self._insert("outcomes", OUTCOME_COLUMNS, rows_o)
             self._insert("dead_letters", DEAD_COLUMNS, rows_d)
             for row in rows_e:
@@ -313,18 +380,13 @@ class ResultsStore:
                     "WHERE excluded.version > experiments.version",
                     list(row),
                 )
-            for row in rows_h:  # one by one: a batch may hold the same key twice (one record per job task)
-                con.execute(
-                    f"INSERT INTO experiment_health ({', '.join(HEALTH_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (experiment_id, model_version) DO UPDATE SET "
-                    "experiment_version = excluded.experiment_version, status = excluded.status, "
-                    "reason = excluded.reason, ts = excluded.ts, revision = experiment_health.revision + 1 "
-                    "WHERE excluded.ts > experiment_health.ts",
-                    list(row),
-                )
+            self._upsert_health(rows_h)
             con.execute("COMMIT")
-        except Exception:
+        except Exception as error:
             con.execute("ROLLBACK")
+            if isinstance(error, _data_errors()):
+                # What the row checks should have caught: the caller can still find and skip the record.
+                raise DataValidationError(f"the results store {self.path} refused the batch: {error!r}") from error
             raise
         logger.debug(
             "batch stored assignments=%d outcomes=%d dead_letters=%d experiments=%d health=%d",
@@ -338,17 +400,74 @@ class ResultsStore:
     def _insert(self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
         if not rows:
             return
-        import pyarrow as pa
-
-        arrays = zip(*rows, strict=True)
-        data = pa.table({name: pa.array(values) for name, values in zip(columns, arrays, strict=True)})
-        self.con.register("_abflow_batch", data)
+        self.con.register("_abflow_batch", _arrow(columns, rows))
         try:
             self.con.execute(
                 f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM _abflow_batch"
             )
         finally:
             self.con.unregister("_abflow_batch")
+
+    def _insert_assignments(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert new assignments, then fold the rows actually inserted (not replays) into `first_exposures`."""
+        if not rows:
+            return
+        con = self.con
+        columns = ", ".join(ASSIGNMENT_COLUMNS)
+        con.register("_abflow_batch", _arrow(ASSIGNMENT_COLUMNS, rows))
+        try:
+            # `sql()`, not `execute()`: a DML statement runs once, at once, and its Arrow result is not copied again.
+            inserted = con.sql(
+                f"INSERT OR IGNORE INTO assignments ({columns}) SELECT {columns} FROM _abflow_batch "
+                "RETURNING experiment_id, customer_id, event_ts, event_id, variant, pre_period_purchases"
+            ).to_arrow_table()
+        finally:
+            con.unregister("_abflow_batch")
+        if inserted.num_rows == 0:
+            return
+        con.register("_abflow_inserted", inserted)
+        try:
+            con.execute(_UPSERT_FIRST_SQL.format(source="_abflow_inserted"))
+        finally:
+            con.unregister("_abflow_inserted")
+
+    def _upsert_health(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Keep the newest record per (experiment, model version), counting replacements as one upsert per record.
+
+        Why not one upsert per record: a poll holds hundreds of health records (one per job task and minute) for a
+        handful of keys, and each DuckDB statement costs a millisecond or more. Replaying the records in order
+        here gives the same final row and the same `revision` (newer records that replaced a row) as one by one.
+        """
+        if not rows:
+            return
+        con = self.con
+        stored = {
+            (str(e), str(m)): int(ts)
+            for e, m, ts in con.execute("SELECT experiment_id, model_version, ts FROM experiment_health").fetchall()
+        }
+        newest: dict[tuple[str, str], list[Any]] = {}  # key -> [current ts, newest row of the batch, replacements]
+        for row in rows:
+            key, ts = (row[0], row[1]), row[5]
+            state = newest.get(key)
+            if state is None:
+                if key not in stored:
+                    newest[key] = [ts, row, 0]
+                    continue
+                state = newest[key] = [stored[key], None, 0]
+            if ts > state[0]:
+                state[0], state[1], state[2] = ts, row, state[2] + 1
+        for _ts, row, replacements in newest.values():
+            if row is None:
+                continue
+            con.execute(
+                f"INSERT INTO experiment_health ({', '.join(HEALTH_COLUMNS)}, revision) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (experiment_id, model_version) DO UPDATE SET "
+                "experiment_version = excluded.experiment_version, status = excluded.status, "
+                "reason = excluded.reason, ts = excluded.ts, "
+                "revision = experiment_health.revision + excluded.revision "
+                "WHERE excluded.ts > experiment_health.ts",
+                [*row, replacements],
+            )
 
     # -- reads ---------------------------------------------------------------------------------------------------------
 
@@ -432,16 +551,30 @@ class ResultsStore:
             return cached[1]
         rows = [
             (str(r[0]), int(r[1]), tuple(int(v) for v in r[2:]))
-            for r in con.execute(_INCREMENTS_SQL, {"exp": experiment_id, "as_of": as_of_ms}).fetchall()
+            for r in con.execute(_INCREMENTS[self._derived], {"exp": experiment_id, "as_of": as_of_ms}).fetchall()
         ]
         if self.read_only:
             self._increments_memo[key] = (con, rows)
         return rows
 
+    @property
+    def _derived(self) -> bool:
+        """Whether first exposures are derived from `assignments` (asked, or a read-only store without the table)."""
+        return self.derive_first_exposures or not self._has_first
+
+    def prefetch(self, experiment_id: str, as_of: Any = None) -> None:
+        """Run the aggregate pass a report needs now, so that `variant_stats`/`daily_stats` read it from memory.
+
+        For a read-only store only (a writable one reads afresh each time). `abflow report` calls it in a worker
+        thread while the statistics libraries load: DuckDB releases the GIL while it runs.
+        """
+        if self.read_only:
+            self._increments(experiment_id, self._as_of(as_of))
+
     def customers(self, experiment_id: str, as_of: Any = None) -> list[dict[str, Any]]:
         """The per-customer view (first exposure wins), sorted by customer_id; revenue in currency units."""
         params = {"exp": experiment_id, "as_of": self._as_of(as_of)}
-        rows = self.con.execute(f"{_CUSTOMERS_SQL} ORDER BY customer_id", params).fetchall()
+        rows = self.con.execute(f"{_CUSTOMERS[self._derived]} ORDER BY customer_id", params).fetchall()
         return [
             {
                 "experiment_id": r[0],
@@ -598,3 +731,27 @@ class ResultsStore:
     def _as_of(as_of: Any) -> int:
         ms = to_epoch_ms(as_of)
         return _FAR_FUTURE_MS if ms is None else ms
+
+
+def _arrow(columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> Any:
+    """Rows as an Arrow table, one typed array per column."""
+    import pyarrow as pa
+
+    arrays = zip(*rows, strict=True)
+    return pa.table({name: pa.array(values) for name, values in zip(columns, arrays, strict=True)})
+
+
+def _data_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "this data cannot be written" (as opposed to a broken disk or a lost lock)."""
+    import duckdb
+    import pyarrow as pa
+
+    return (
+        duckdb.DataError,
+        duckdb.IntegrityError,
+        duckdb.InvalidInputException,
+        pa.ArrowInvalid,
+        pa.ArrowTypeError,
+        UnicodeError,
+        OverflowError,
+    )

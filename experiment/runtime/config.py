@@ -67,6 +67,9 @@ class KafkaSettings:
     sasl_password: SecretStr | None = None
     ssl_cafile: str | None = None
     topic_prefix: str = ""
+    #: Partitions of the keyed topics (sessions, outcomes, assignments, attributed-outcomes) when abflow creates
+    #: them. The sessions topic's count is the job's parallelism ceiling; sessions and outcomes always get the same.
+    partitions: int = 4
     # How long a client waits for the first broker to answer before abflow gives up with one error line.
     connect_timeout_s: float = 8.0
 
@@ -130,6 +133,7 @@ _ENV = {
     "ABFLOW_KAFKA_SASL_PASSWORD": ("kafka", "sasl_password"),
     "ABFLOW_KAFKA_SSL_CAFILE": ("kafka", "ssl_cafile"),
     "ABFLOW_KAFKA_TOPIC_PREFIX": ("kafka", "topic_prefix"),
+    "ABFLOW_KAFKA_PARTITIONS": ("kafka", "partitions"),
     "ABFLOW_KAFKA_CONNECT_TIMEOUT_S": ("kafka", "connect_timeout_s"),
     "ABFLOW_HOME": ("", "home"),
     "ABFLOW_JARS_DIR": ("", "jars_dir"),
@@ -154,6 +158,13 @@ def _positive_seconds(name: str, value: Any) -> float:
     if not seconds > 0 or seconds == float("inf"):
         raise ConfigError(f"kafka {name} must be a positive number of seconds. Got {value!r}.")
     return seconds
+
+
+def _positive_int(name: str, value: Any) -> int:
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"kafka {name} must be a whole number >= 1. Got {value!r}.")
+    return int(text)
 
 
 def load_settings(overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> Settings:
@@ -188,6 +199,8 @@ def load_settings(overrides: dict[str, Any] | None = None, env: dict[str, str] |
     kafka_values["security_protocol"] = protocol
     if "connect_timeout_s" in kafka_values:
         kafka_values["connect_timeout_s"] = _positive_seconds("connect_timeout_s", kafka_values["connect_timeout_s"])
+    if "partitions" in kafka_values:
+        kafka_values["partitions"] = _positive_int("partitions", kafka_values["partitions"])
     kafka = KafkaSettings(**kafka_values)
     if kafka.sasl_password is not None:
         register_secret(kafka.sasl_password.get_secret_value())

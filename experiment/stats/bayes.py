@@ -30,8 +30,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import betainc, betaln, logsumexp
-from scipy.stats import beta as beta_dist
+from scipy.special import betainc, betaln, logsumexp, xlog1py, xlogy
 
 from experiment.stats.messages import Reason
 from experiment.stats.results import check_finite
@@ -111,9 +110,14 @@ def _quadrature(a_a: float, b_a: float, a_b: float, b_b: float) -> float:
     lo = max(0.0, mean - _QUAD_HALF_WIDTH_SD * sd)
     hi = min(1.0, mean + _QUAD_HALF_WIDTH_SD * sd)
     x = 0.5 * (hi - lo) * nodes + 0.5 * (hi + lo)
-    density = np.exp(beta_dist.logpdf(x, *narrow))
+    density = np.exp(_beta_logpdf(x, *narrow))
     value = 0.5 * (hi - lo) * float(np.sum(weights * density * other(x)))
     return min(1.0, max(0.0, value))
+
+
+def _beta_logpdf(x: np.ndarray, a: float, b: float) -> np.ndarray:
+    """The log Beta(a, b) density at x in (0, 1): scipy.stats.beta's own formula, without loading scipy.stats."""
+    return xlog1py(b - 1.0, -x) + xlogy(a - 1.0, x) - betaln(a, b)
 
 
 def prob_b_beats_a(a_a: float, b_a: float, a_b: float, b_b: float) -> tuple[float, str]:

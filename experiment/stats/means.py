@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from scipy.stats import t as t_dist
+# scipy.special's Student t (what scipy.stats.t calls: isf(q, df) = -stdtrit(df, q), sf(x, df) = stdtr(df, -x)),
+# without loading scipy.stats.
+from scipy.special import stdtr, stdtrit
 
 from experiment.stats.messages import Reason
 from experiment.stats.proportions import z_quantile
@@ -63,9 +65,9 @@ def welch_from_moments(
     if se2 > 0.0:
         se = math.sqrt(se2)
         df = se2**2 / (v_c**2 / (n_c - 1) + v_t**2 / (n_t - 1))
-        q = float(t_dist.isf(alpha / 2.0, df))
+        q = float(-stdtrit(df, alpha / 2.0))
         abs_ci = Interval(diff - q * se, diff + q * se)
-        p_value = float(min(1.0, 2.0 * t_dist.sf(abs(diff) / se, df)))
+        p_value = float(min(1.0, 2.0 * stdtr(df, -(abs(diff) / se))))
     else:
         reasons.update(
             abs_ci=Reason.ZERO_VARIANCE,

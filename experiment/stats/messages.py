@@ -24,3 +24,4 @@ class Reason(StrEnum):
     NO_P_VALUE = "p_value_undefined"
     NO_PLAN = "no_planned_sample_size_or_mde"
     SOLVER_FAILED = "power_solver_did_not_converge"
+    NOT_A_PROPORTION = "metric_is_not_a_proportion"

@@ -4,6 +4,9 @@ Conversion uses Cohen's effect size h = 2·asin(√p_t) − 2·asin(√p_c) with
 two-proportion z-test; Cohen 1988, Statistical Power Analysis, ch. 6). Revenue uses Cohen's d = Δ / σ with
 `TTestIndPower`. Use them before launch (how many users?) and while running (is "no effect" just low power?). MDEs are
 relative (0.05 = +5 % over the control rate), as in the experiment definition's `mde`.
+
+statsmodels is imported inside the functions: loading it (and pandas with it) costs about a second, which every
+importer of `experiment.stats` (the report command, the dashboard) would otherwise pay up front.
 """
 
 from __future__ import annotations
@@ -12,15 +15,13 @@ import math
 from dataclasses import dataclass, field
 from functools import partial
 
-from statsmodels.stats.power import NormalIndPower, TTestIndPower
-from statsmodels.stats.proportion import proportion_effectsize
-
 from experiment.stats.messages import Reason
 from experiment.stats.results import check_finite
 
 __all__ = [
     "METHOD",
     "PowerResult",
+    "load_solver",
     "mde_proportions",
     "power_proportions",
     "sample_size_means",
@@ -50,6 +51,11 @@ class PowerResult:
         check_finite(self)
 
 
+def load_solver() -> None:
+    """Import statsmodels' power solver now: for a caller that can overlap its ~1 s import with other work."""
+    import statsmodels.stats.power  # noqa: F401
+
+
 def _check(alpha: float, power: float | None = None) -> None:
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
@@ -77,6 +83,9 @@ def sample_size_proportions(
     if _degenerate_baseline(baseline_rate) or mde_rel == 0.0 or not 0.0 < target < 1.0:
         reason = Reason.ZERO_BASELINE if baseline_rate == 0.0 else Reason.NOT_ENOUGH_DATA
         return result(reasons={"n_control": reason, "n_treatment": reason})
+    from statsmodels.stats.power import NormalIndPower
+    from statsmodels.stats.proportion import proportion_effectsize
+
     h = abs(float(proportion_effectsize(target, baseline_rate)))
     n_c = float(NormalIndPower().solve_power(effect_size=h, alpha=alpha, power=power, ratio=ratio))
     return result(n_control=math.ceil(n_c), n_treatment=math.ceil(n_c * ratio))
@@ -100,6 +109,9 @@ def power_proportions(
         return result(reasons={"power": Reason.NO_USERS})
     if _degenerate_baseline(baseline_rate) or not 0.0 < target < 1.0:
         return result(reasons={"power": Reason.ZERO_BASELINE})
+    from statsmodels.stats.power import NormalIndPower
+    from statsmodels.stats.proportion import proportion_effectsize
+
     h = abs(float(proportion_effectsize(target, baseline_rate)))
     value = float(NormalIndPower().power(effect_size=h, nobs1=n_control, alpha=alpha, ratio=n_treatment / n_control))
     return result(power=value)
@@ -120,6 +132,8 @@ def mde_proportions(
         return result(reasons={"mde_rel": Reason.NO_USERS})
     if _degenerate_baseline(baseline_rate):
         return result(reasons={"mde_rel": Reason.ZERO_BASELINE})
+    from statsmodels.stats.power import NormalIndPower
+
     h = float(
         NormalIndPower().solve_power(
             effect_size=None, nobs1=n_control, alpha=alpha, power=power, ratio=n_treatment / n_control
@@ -142,5 +156,7 @@ def sample_size_means(
     _check(alpha, power)
     if sd <= 0.0 or mde_abs == 0.0:
         return None
+    from statsmodels.stats.power import TTestIndPower
+
     n = float(TTestIndPower().solve_power(effect_size=abs(mde_abs) / sd, alpha=alpha, power=power, ratio=ratio))
     return math.ceil(n)

@@ -28,6 +28,7 @@ from experiment.core import events
 from experiment.core.assignment import assign
 from experiment.core.definition import ExperimentDefinition
 from experiment.runtime.config import KafkaSettings, load_settings
+from experiment.runtime.processes import free_port
 from flink_pipeline.rest import FlinkRest
 from tests.helpers.fault_traffic import (
     count_results,
@@ -229,7 +230,7 @@ def own_broker(tmp_path: Path) -> Iterator[tuple[KafkaSettings, Path, int]]:
     from experiment.kafka.topics import ensure_topics
 
     data_dir = tmp_path / "broker"
-    port = broker.free_port()
+    port = free_port()
     settings = load_settings()
     broker.start(settings, port=port, data_dir=data_dir, timeout_s=120.0, die_with_parent=True)
     kafka = replace(settings.kafka, bootstrap_servers=f"127.0.0.1:{port}", topic_prefix="own.")

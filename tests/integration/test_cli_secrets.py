@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from experiment.runtime.config import load_settings
+from experiment.runtime.processes import free_port
 from tests.helpers.abflow_cli import CliRun, run_abflow
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -35,7 +36,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]
 
     home = tmp_path_factory.mktemp("secret-home") / "home"
     data_dir = home / "kafka"
-    status = broker.start(load_settings(), port=broker.free_port(), data_dir=data_dir, die_with_parent=True)
+    status = broker.start(load_settings(), port=free_port(), data_dir=data_dir, die_with_parent=True)
     assert status.bootstrap_servers is not None
     try:
         yield home, status.bootstrap_servers

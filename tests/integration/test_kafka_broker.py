@@ -15,7 +15,7 @@ from experiment.core.errors import InfraError
 from experiment.kafka import broker, jars, topics
 from experiment.kafka.clients import make_admin, make_consumer, make_producer
 from experiment.runtime.config import KafkaSettings, load_settings
-from experiment.runtime.processes import pid_alive
+from experiment.runtime.processes import free_port, pid_alive
 
 pytestmark = pytest.mark.kafka
 
@@ -127,7 +127,7 @@ def test_cli_up_twice_status_down(tmp_path: Path, kafka_broker: KafkaSettings) -
 
     Its port comes from ABFLOW_KAFKA_BOOTSTRAP, like every other command's address.
     """
-    port = broker.free_port()
+    port = free_port()
     runner = CliRunner(env={"ABFLOW_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}"})
     data_dir = tmp_path / "kafka"
     args = ["--data-dir", str(data_dir)]
@@ -147,7 +147,7 @@ def test_cli_up_twice_status_down(tmp_path: Path, kafka_broker: KafkaSettings) -
         assert status.exit_code == 0
         assert f"running pid={pid} bootstrap=127.0.0.1:{port} ready" in status.output
 
-        other_port = runner.invoke(app, ["kafka", "up", "--port", str(broker.free_port()), *args])
+        other_port = runner.invoke(app, ["kafka", "up", "--port", str(free_port()), *args])
         assert other_port.exit_code == 2
         assert f"already running from '{data_dir.resolve()}' on port {port}" in other_port.output
 

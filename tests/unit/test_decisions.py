@@ -205,6 +205,17 @@ def test_the_first_exposure_is_recorded_and_kept_forever() -> None:
     assert again.exposed[0].arm.variant == "control" and again.exposed[0].exposure.variant == "treatment"
 
 
+def test_a_session_sent_twice_is_decided_twice_but_exposes_the_customer_once() -> None:
+    """At-least-once producers: a duplicate session gets a second assignment record, never a second first exposure."""
+    exp = view()
+    arms = decide_session("c1", {}, [exp], lambda _v: Fixed(0.9))
+    first = record_session(CustomerState(), session(ts=100, purchases=2), arms)
+    duplicate = record_session(first.state, session(ts=100, purchases=2), arms)
+    assert [e.first for e in first.exposed] == [True] and [e.first for e in duplicate.exposed] == [False]
+    assert not duplicate.changed and duplicate.state is first.state
+    assert duplicate.exposed[0].exposure == first.exposed[0].exposure == Exposure("treatment", 100, 2)
+
+
 def test_skipped_experiments_leave_the_state_alone() -> None:
     state = CustomerState()
     arms = decide_session("c1", {}, [view(traffic=0.0), view("p", status="paused")], lambda _v: Fixed(0.9))

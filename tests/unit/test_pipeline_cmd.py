@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 from experiment.cli.main import app
 from experiment.cli.pipeline_cmd import parse_interval_ms
 from experiment.core.errors import ConfigError
-from flink_pipeline.job import config_from_args, parse_args
+from flink_pipeline.job import JobConfig, config_from_args, parse_args
 
 
 @pytest.mark.parametrize(
@@ -53,3 +53,12 @@ def test_job_flags_become_a_validated_config() -> None:
     )
     with pytest.raises(ConfigError, match="parallelism must be >= 1"):
         config_from_args(parse_args(["--parallelism", "0"]))
+
+
+def test_state_backend_flag_is_validated() -> None:
+    assert config_from_args(parse_args([])).state_backend == "hashmap"
+    assert config_from_args(parse_args(["--state-backend", "rocksdb"])).state_backend == "rocksdb"
+    with pytest.raises(SystemExit):
+        parse_args(["--state-backend", "memory"])
+    with pytest.raises(ConfigError, match="state backend must be 'hashmap' or 'rocksdb'"):
+        JobConfig(state_backend="memory").validate()  # type: ignore[arg-type]

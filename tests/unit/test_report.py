@@ -323,3 +323,11 @@ def test_every_format_and_the_summary_render_the_same_report(unusable) -> None:
         assert f"<td>{v.name}</td><td>{v.users}</td><td>{v.conversions}</td>" in page
         assert f"{v.users:,}" in summary
     assert f"| {p_value} |" in md and f"<td>{p_value}</td>" in page
+
+
+def test_report_command_checks_the_formats_report_renders() -> None:
+    """`abflow report` checks --format before the statistics load, from its own copy of the list: the same list."""
+    from experiment.cli import report_cmd
+    from experiment.results.report import FORMATS
+
+    assert report_cmd._FORMATS == FORMATS

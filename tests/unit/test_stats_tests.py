@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import chisquare, ttest_ind
 from statsmodels.stats.multitest import multipletests
 
@@ -155,3 +157,41 @@ def test_corrections_match_multipletests_and_keep_nulls() -> None:
     assert holm["d"] is None and holm["a"] == pytest.approx(0.03)
     with pytest.raises(ValueError, match="holm"):
         adjust_p_values(ps, method="bonferroni")  # type: ignore[arg-type]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([0.0, 1.0, 0.5, 0.01, 0.04]) | st.floats(0.0, 1.0), min_size=1, max_size=12))
+def test_corrections_equal_multipletests_exactly(ps: list[float]) -> None:
+    """Holm and BH are computed without statsmodels; they must be its numbers, bit for bit (ties included)."""
+    keyed = {f"k{i:02d}": p for i, p in enumerate(ps)}
+    for method in ("holm", "fdr_bh"):
+        expected = multipletests(ps, method=method)[1]
+        assert adjust_p_values(keyed, method=method) == {k: float(e) for k, e in zip(keyed, expected, strict=True)}
+
+
+def test_distribution_functions_equal_scipy_stats_exactly() -> None:
+    """proportions, means, srm and bayes call scipy.special (cheaper to import): the numbers of scipy.stats."""
+    from scipy import stats as sps
+
+    from experiment.stats.bayes import _beta_logpdf
+    from experiment.stats.means import welch_from_moments
+    from experiment.stats.proportions import two_sided_p, z_quantile
+    from experiment.stats.srm import srm_test
+
+    for alpha in (0.001, 0.01, 0.05, 0.1, 0.5, 0.9):
+        assert z_quantile(alpha) == float(sps.norm.isf(alpha / 2))
+    for z in (0.0, 0.3, -1.96, 5.0, 12.0, 40.0):
+        assert two_sided_p(z) == float(min(1.0, 2.0 * sps.norm.sf(abs(z))))
+    welch = welch_from_moments(50, 1.0, 4.0, 70, 1.7, 9.0, alpha=0.05)
+    assert welch.df is not None and welch.abs_ci is not None and welch.abs_se is not None
+    assert welch.abs_diff is not None
+    q = float(sps.t.isf(0.025, welch.df))
+    assert welch.abs_ci.lower == welch.abs_diff - q * welch.abs_se
+    assert welch.p_value == float(min(1.0, 2.0 * sps.t.sf(abs(welch.abs_diff) / welch.abs_se, welch.df)))
+    for observed in ({"a": 500, "b": 500}, {"a": 480, "b": 520}, {"a": 0, "b": 7}, {"a": 1, "b": 10_000}):
+        result = srm_test(observed, {"a": 0.5, "b": 0.5})
+        assert result.statistic is not None
+        assert result.p_value == float(sps.chi2.sf(result.statistic, 1))
+    x = np.linspace(1e-6, 1 - 1e-6, 101)
+    for a, b in ((1.0, 1.0), (3.0, 900.0), (25_001.0, 224_000.0)):
+        assert np.array_equal(_beta_logpdf(x, a, b), sps.beta.logpdf(x, a, b))

@@ -185,16 +185,57 @@ def test_definitions_come_back_typed_whether_written_before_or_after_the_control
     assert list(store.variant_stats("old-v1")) == ["baseline", "new"]  # declared arms, zero-filled
 
 
+def test_regression_a_definition_the_parser_refuses_is_refused_by_the_store_with_its_reason(store) -> None:
+    """Regression: the store kept any JSON with an id and an int version, so a definition the parser (and the job)
+    refuses replaced the experiment's valid one and hid it from every report. Now it is refused like any bad record
+    and the stored definition stays."""
+    good = definition_dict("exp-v1")
+    store.record_experiment(json.dumps(good))
+    broken = {**definition_dict("exp-v1", version=2), "traffic": 7}
+    with pytest.raises(DataValidationError, match=r"'exp-v1'.*version 2.*definition parser refuses it.*traffic"):
+        store.record_experiment(json.dumps(broken))
+    with pytest.raises(DataValidationError, match=r"definition parser refuses it"):
+        store.record_batch(experiments=[json.dumps({"id": "x", "version": 1})])
+    assert store.experiment_ids() == ["exp-v1"]
+    assert store.experiment("exp-v1") == ExperimentDefinition.from_dict(good)
+    assert store.definition_json("exp-v1") == json.dumps(good)
+
+
 def test_a_stored_definition_the_parser_refuses_is_named_not_fatal(store) -> None:
-    """The collector keeps any JSON with an id and an int version; readers must survive one the parser refuses."""
+    """A store written before definitions were checked may hold one the parser refuses; readers must survive it."""
     broken = {**definition_dict("bad-v1"), "traffic": 7}
     store.record_batch(
-        experiments=[json.dumps(broken), json.dumps(definition_dict("good-v1"))],
+        experiments=[json.dumps(definition_dict("good-v1"))],
         assignments=[_assignment("a1", "c1", "control", START_MS, exp="bad-v1")],
     )
+    store.con.execute("INSERT INTO experiments VALUES ('bad-v1', 1, NULL, ?)", [json.dumps(broken)])  # as of old
     assert store.experiment_ids() == ["bad-v1", "good-v1"]
     assert [d.id for d in store.experiments()] == ["good-v1"]
     with pytest.raises(ExperimentError, match=r"definition of experiment 'bad-v1' .* is not valid.*traffic"):
         store.experiment("bad-v1")
     assert store.definition_json("bad-v1") == json.dumps(broken)
     assert list(store.variant_stats("bad-v1")) == ["control"]  # the data stays readable
+
+
+@pytest.mark.parametrize("derive", [False, True])
+def test_regression_pre_period_purchases_above_3e9_square_exactly(tmp_path, derive: bool) -> None:
+    """Regression: Σx² and Σx·r were summed as BIGINT, which overflows once x exceeds ~3.04e9 (x² > 2**63).
+    They are HUGEINT sums now and equal the exact Python-int sufficient statistics, up to the largest count the
+    store accepts (2**53); a larger one is refused with its reason rather than overflowing."""
+    big = [3_037_000_500, 4_000_000_000, 2**40, 2**53]
+    path = tmp_path / "r.duckdb"
+    with ResultsStore(path) as store:
+        store.record_experiment(json.dumps(definition_dict("e1")))
+        store.record_batch(
+            assignments=[_assignment(f"a{i}", f"c{i}", "control", START_MS + i, pre=x) for i, x in enumerate(big)],
+            outcomes=[_outcome("o1", "c3", START_MS + DAY_MS, 12.34), _outcome("o2", "c1", START_MS + 5, 0.01)],
+        )
+        with pytest.raises(
+            DataValidationError, match=r"pre_period_purchases must be an int in \[0, 9007199254740992\]"
+        ):
+            store.record_assignment(_assignment("too-big", "c9", "control", START_MS, pre=2**53 + 1))
+    expected = VariantStats.of_users([False, True, False, True], [0.0, 0.01, 0.0, 12.34], big)
+    with ResultsStore(path, read_only=True, derive_first_exposures=derive) as store:
+        assert store.variant_stats("e1")["control"] == expected
+        assert store.daily_stats("e1")[-1][1]["control"] == expected
+        assert [c["pre_period_purchases"] for c in store.customers("e1")] == big

@@ -119,13 +119,21 @@ def _reference_funnel(assignments: list[dict[str, Any]], outcomes: list[dict[str
 
 @pytest.mark.parametrize("seed", [1, 2])
 @pytest.mark.parametrize("read_only", [False, True])
-def test_sql_aggregates_equal_a_plain_recomputation(tmp_path, seed: int, read_only: bool) -> None:
+@pytest.mark.parametrize("derive", [False, True])
+def test_sql_aggregates_equal_a_plain_recomputation(tmp_path, seed: int, read_only: bool, derive: bool) -> None:
+    """Batches in a shuffled order, then replayed: the maintained first exposures and the derived ones agree."""
     assignments, outcomes = _records(seed)
     path = tmp_path / "r.duckdb"
+    shuffled = list(assignments)
+    random.Random(seed).shuffle(shuffled)
     with ResultsStore(path) as store:
         store.record_experiment(json.dumps(definition_dict(EXP)))
-        store.record_batch(assignments=assignments, outcomes=outcomes)
-    with ResultsStore(path, read_only=read_only) as store:
+        for start in range(0, len(shuffled), 97):
+            store.record_batch(
+                assignments=shuffled[start : start + 97], outcomes=outcomes[start // 2 : start // 2 + 49]
+            )
+        store.record_batch(assignments=assignments, outcomes=outcomes)  # a replay of everything changes nothing
+    with ResultsStore(path, read_only=read_only, derive_first_exposures=derive) as store:
         for as_of in (None, START_MS + 3 * DAY_MS + 1_000, START_MS + 10 * DAY_MS):
             cut = _FAR if as_of is None else as_of
             assert store.variant_stats(EXP, as_of=as_of) == _reference_stats(assignments, outcomes, cut)
@@ -133,3 +141,22 @@ def test_sql_aggregates_equal_a_plain_recomputation(tmp_path, seed: int, read_on
         assert store.funnel(EXP) == _reference_funnel(assignments, outcomes)
         # Asked again on the same connection (the read-only store reuses its materialised view): the same numbers.
         assert store.variant_stats(EXP) == _reference_stats(assignments, outcomes, _FAR)
+
+
+def test_first_exposures_of_a_store_written_before_the_table_existed_are_filled_on_open(tmp_path) -> None:
+    """An older store has no `first_exposures`: read-only it is derived, the first writable open fills it."""
+    assignments, outcomes = _records(3)
+    path = tmp_path / "r.duckdb"
+    with ResultsStore(path) as store:
+        store.record_experiment(json.dumps(definition_dict(EXP)))
+        store.record_batch(assignments=assignments, outcomes=outcomes)
+        store.con.execute("DROP TABLE first_exposures")
+    expected = _reference_stats(assignments, outcomes, _FAR)
+    with ResultsStore(path, read_only=True) as store:
+        assert store.variant_stats(EXP) == expected
+    with ResultsStore(path) as store:
+        assert store.con.execute("SELECT count(*) FROM first_exposures").fetchone()[0] == len(
+            {a["customer_id"] for a in assignments}
+        )
+    with ResultsStore(path, read_only=True) as store:
+        assert store.variant_stats(EXP) == expected
