@@ -26,6 +26,10 @@ def collect(
         float | None, typer.Option("--timeout", help="Give up after this many seconds (exit 2 unless --follow).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the counts as one JSON object.")] = False,
+    batch_records: Annotated[
+        int,
+        typer.Option("--batch-records", min=1, help="Records per poll and store transaction (smaller: less memory)."),
+    ] = 50_000,
 ) -> None:
     """Consume assignments, attributed outcomes, dead letters and experiments; stop when caught up."""
     from rich.console import Console
@@ -65,6 +69,7 @@ def collect(
                 progress=on_progress,
                 from_beginning=from_beginning,
                 should_stop=lambda: stop["now"],
+                batch_records=batch_records,
             )
     finally:
         if previous is not None:

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from experiment.results.store import ResultsStore
     from experiment.runtime.config import Settings
 
-__all__ = ["DEFAULT_GROUP", "CollectStats", "Collector", "collect"]
+__all__ = ["DEFAULT_BATCH_RECORDS", "DEFAULT_GROUP", "CollectStats", "Collector", "collect"]
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +151,11 @@ class CollectStats:
         return asdict(self) | {"records": self.records}
 
 
+#: Records per poll, and so per store transaction: large polls amortise the transaction; smaller ones bound memory
+#: and commit progress more often.
+DEFAULT_BATCH_RECORDS = 50_000
+
+
 class Collector:
     """Reads the job's output topics and `experiments` into the store at `store_path`.
 
@@ -164,7 +169,7 @@ class Collector:
         *,
         group_id: str | None = None,
         from_beginning: bool = False,
-        max_poll_records: int = 50_000,
+        max_poll_records: int = DEFAULT_BATCH_RECORDS,
         poll_timeout_ms: int = 500,
         lock_timeout_s: float = 60.0,
         reference: bool = False,
@@ -498,10 +503,15 @@ def collect(
     group_id: str | None = None,
     from_beginning: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    batch_records: int = DEFAULT_BATCH_RECORDS,
 ) -> CollectStats:
     """Open the store and the collector, run once, close both (what `abflow collect` and the demo call)."""
     with Collector(
-        settings, store_path or settings.store_path, group_id=group_id, from_beginning=from_beginning
+        settings,
+        store_path or settings.store_path,
+        group_id=group_id,
+        from_beginning=from_beginning,
+        max_poll_records=batch_records,
     ) as collector:
         stats = collector.run(
             follow=follow, until=until, timeout_s=timeout_s, progress=progress, should_stop=should_stop

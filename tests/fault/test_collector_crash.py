@@ -184,7 +184,7 @@ def test_collector_killed_mid_batch_stores_exactly_what_a_clean_ingest_stores(ab
     def start(*flags: str) -> subprocess.Popen[bytes]:
         with log_path.open("ab") as log:
             return subprocess.Popen(
-                [*COLLECT, "--store", str(store), *flags],
+                [*COLLECT, "--store", str(store), "--batch-records", str(TRANSACTION_RECORDS), *flags],
                 cwd=tmp_path,
                 env=env,
                 stdin=subprocess.DEVNULL,
