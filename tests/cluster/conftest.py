@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -22,6 +21,7 @@ import pytest
 
 from experiment.runtime.config import KafkaSettings, Settings, load_settings
 from flink_pipeline.rest import FlinkRest
+from tests.helpers.abflow_cli import abflow_in_home
 from tests.integration.conftest import JobModel, job_model
 
 __all__ = ["JobModel", "LocalCluster", "cluster", "cluster_scale", "job_model"]
@@ -52,23 +52,8 @@ class LocalCluster:
     def settings(self) -> Settings:
         return replace(load_settings(), home=self.home, kafka=self.kafka)
 
-    def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "ABFLOW_HOME": str(self.home),
-            "ABFLOW_KAFKA_BOOTSTRAP": self.kafka.bootstrap_servers,
-            "ABFLOW_KAFKA_TOPIC_PREFIX": self.kafka.topic_prefix,
-        }
-
     def abflow(self, *args: str, timeout_s: float = 300.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(Path(sys.executable).parent / "abflow"), *args],
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
+        return abflow_in_home(self.home, self.kafka, *args, timeout_s=timeout_s)
 
     def up(self) -> str:
         result = self.abflow("cluster", "up", "--taskmanagers", "2", "--slots", "2")

@@ -16,7 +16,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -30,6 +29,7 @@ from experiment.core.definition import ExperimentDefinition
 from experiment.runtime.config import KafkaSettings, load_settings
 from experiment.runtime.processes import free_port
 from flink_pipeline.rest import FlinkRest
+from tests.helpers.abflow_cli import abflow_in_home
 from tests.helpers.fault_traffic import (
     count_results,
     plan_traffic,
@@ -52,23 +52,8 @@ class JobCli:
     reference_data: Path
     categories: int
 
-    def _env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "ABFLOW_HOME": str(self.home),
-            "ABFLOW_KAFKA_BOOTSTRAP": self.kafka.bootstrap_servers,
-            "ABFLOW_KAFKA_TOPIC_PREFIX": self.kafka.topic_prefix,
-        }
-
     def abflow(self, *args: str, timeout_s: float = 180.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(Path(sys.executable).parent / "abflow"), *args],
-            env=self._env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
+        return abflow_in_home(self.home, self.kafka, *args, timeout_s=timeout_s)
 
     def run(self, *extra: str) -> str:
         """`pipeline run --detach`; returns what it said on stderr (which snapshot it resumed from)."""

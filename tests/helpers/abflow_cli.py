@@ -10,7 +10,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CliRun", "closed_port", "run_abflow"]
+from experiment.runtime.config import KafkaSettings
+
+__all__ = ["CliRun", "abflow_in_home", "closed_port", "run_abflow"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,3 +51,23 @@ def run_abflow(*args: str, cwd: Path, env: dict[str, str], timeout_s: float = 12
         check=False,
     )
     return CliRun(tuple(args), result.returncode, result.stdout, result.stderr, time.monotonic() - started)
+
+
+def abflow_in_home(
+    home: Path, kafka: KafkaSettings, *args: str, timeout_s: float = 180.0
+) -> subprocess.CompletedProcess[str]:
+    """The installed `abflow` script with this test's home, broker and topic prefix (ambient settings kept)."""
+    env = {
+        **os.environ,
+        "ABFLOW_HOME": str(home),
+        "ABFLOW_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
+        "ABFLOW_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+    }
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "abflow"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
