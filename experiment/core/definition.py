@@ -14,6 +14,8 @@ JSON (the value on the compacted `experiments` topic), sorted keys, compact:
     {"id", "name", "hypothesis", "owner", "category",
      "model": {"pmml_path", "model_version", "features"}, "threshold", "salt", "traffic",
      "variants": [{"name", "weight"}, ...], "control",  # the control's name; it must be declared first
+     "arm_models": {arm: {"model": {...}, "threshold"}},  # a model arm's own model; others use "model"
+     "segment_attributes": [feature, ...],                # session attributes to break the lift down by
      "primary_metric", "secondary_metrics", "guardrail_metrics", "attribution_window_s",
      "planned_sample_size", "mde", "status", "version", "created_ts", "updated_ts"}
 
@@ -23,6 +25,13 @@ read backwards. The control is now a field, and a definition is refused unless t
 no other arm is called "control"; code that needs the control reads the field. A definition written before the
 field existed has no `control` key: its first arm was the control then, so that is what it is read as (and a
 swapped one of those is refused like a new one).
+
+Model arms: every arm but the control is scored, by the experiment's `model` and `threshold` unless `arm_models`
+gives that arm its own (champion vs challenger: `control`, `champion`, `challenger`, each model arm with its model).
+A model arm's model is part of the treatment: it is frozen once launched like `model`, so a new model version needs
+a new experiment. `segment_attributes` names session features the job records with each first exposure, so the
+lift can be broken down by them (besides the built-in segments, `experiment.core.segments`); it is frozen once
+launched too, because first exposures recorded before a change would lack it.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, get_args
 
 from experiment.core.assignment import assign
@@ -43,9 +52,11 @@ __all__ = [
     "DEFAULT_CONTROL",
     "FINAL_STATUSES",
     "METRICS",
+    "RESERVED_SEGMENT_NAMES",
     "TRANSITIONS",
     "WEIGHT_TOLERANCE",
     "Action",
+    "ArmModel",
     "ExperimentDefinition",
     "Metric",
     "ModelRef",
@@ -79,9 +90,14 @@ _ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 # Fields that decide who is in which variant, or what the treatment is; frozen once launched.
 _RESHUFFLING = ("salt", "variants")
-_TREATMENT = ("model", "category", "threshold", "control")
+_TREATMENT = ("model", "category", "threshold", "control", "arm_models")
+# Fields the job records with each first exposure; a change mid-test would leave earlier exposures without it.
+_RECORDED = ("segment_attributes",)
 # Keys a definition may lack: older writers did not have them (see `control_of`).
-_OPTIONAL_KEYS = ("control",)
+_OPTIONAL_KEYS = ("control", "arm_models", "segment_attributes")
+#: Segment names computed by the job for every first exposure (`experiment.core.segments`); attributes may not
+#: reuse them.
+RESERVED_SEGMENT_NAMES = ("age_band", "gender", "customer_type", "history_tier")
 _NOT_EDITABLE = ("id", "status", "version", "created_ts", "updated_ts")
 
 
@@ -91,6 +107,26 @@ def _fail(experiment_id: object, message: str) -> ExperimentError:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _model_ref_from(ident: object, where: str, model: object) -> ModelRef:
+    if not isinstance(model, dict) or {"pmml_path", "model_version", "features"} - set(model):
+        raise _fail(ident, f"{where} must be an object with pmml_path, model_version and features.")
+    if not isinstance(model["features"], list):
+        raise _fail(ident, f"{where}.features must be a list. Got {model['features']!r}.")
+    return ModelRef(model["pmml_path"], model["model_version"], tuple(model["features"]))
+
+
+def _arm_models_from(ident: object, data: object) -> dict[str, ArmModel]:
+    """`{"challenger": {"model": {...}, "threshold": 0.45}}` → `{"challenger": ArmModel(...)}` (checked later)."""
+    if not isinstance(data, dict):
+        raise _fail(ident, f"arm_models must be an object of arm name -> {{model, threshold}}. Got {data!r}.")
+    arms: dict[str, ArmModel] = {}
+    for name, arm in data.items():
+        if not isinstance(arm, dict) or {"model", "threshold"} - set(arm):
+            raise _fail(ident, f"arm_models[{name!r}] must be an object with model and threshold. Got {arm!r}.")
+        arms[name] = ArmModel(_model_ref_from(ident, f"arm_models.{name}.model", arm["model"]), arm["threshold"])
+    return arms
 
 
 def control_of(data: Mapping[str, Any]) -> str:
@@ -125,6 +161,14 @@ class ModelRef:
 
 
 @dataclass(frozen=True)
+class ArmModel:
+    """A model arm's own model and threshold (champion vs challenger); other scored arms use the experiment's."""
+
+    model: ModelRef
+    threshold: float
+
+
+@dataclass(frozen=True)
 class ExperimentDefinition:
     """One version of one experiment. Construction validates; an invalid value raises `ExperimentError`."""
 
@@ -149,6 +193,8 @@ class ExperimentDefinition:
     version: int = 1
     created_ts: int = 0
     updated_ts: int = 0
+    arm_models: Mapping[str, ArmModel] = field(default_factory=dict)
+    segment_attributes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self._validate()
@@ -176,6 +222,8 @@ class ExperimentDefinition:
         attribution_window_s: int = DEFAULT_ATTRIBUTION_WINDOW_S,
         planned_sample_size: int | None = None,
         mde: float | None = None,
+        arm_models: Mapping[str, ArmModel] | None = None,
+        segment_attributes: Sequence[str] = (),
     ) -> ExperimentDefinition:
         """Version 1 of a new experiment, in draft; the salt defaults to the id."""
         return cls(
@@ -200,6 +248,8 @@ class ExperimentDefinition:
             version=1,
             created_ts=now_ms,
             updated_ts=now_ms,
+            arm_models=dict(arm_models or {}),
+            segment_attributes=tuple(segment_attributes),
         )
 
     # --------------------------------------------------------------------------------------------------- queries
@@ -207,6 +257,22 @@ class ExperimentDefinition:
     def treatments(self) -> tuple[str, ...]:
         """Names of the variants other than the named `control`, each scored by the model."""
         return tuple(v.name for v in self.variants if v.name != self.control)
+
+    def model_of(self, variant: str) -> ModelRef | None:
+        """The model that scores `variant`: its own (`arm_models`), else the experiment's; None for the control."""
+        if variant == self.control:
+            return None
+        own = self.arm_models.get(variant)
+        return self.model if own is None else own.model
+
+    def threshold_of(self, variant: str) -> float:
+        """The threshold on `variant`'s score above which its customers are shown the category."""
+        own = self.arm_models.get(variant)
+        return self.threshold if own is None else own.threshold
+
+    def models(self) -> dict[str, ModelRef]:
+        """Every scored arm's model, in declared order (what `launch` verifies and the job loads)."""
+        return {name: ref for name in self.treatments if (ref := self.model_of(name)) is not None}
 
     def weights(self) -> list[tuple[str, float]]:
         """`[(name, weight), ...]` in declared order: the input `experiment.core.assignment.assign` expects."""
@@ -273,6 +339,13 @@ class ExperimentDefinition:
                     f"cannot change {', '.join(treatment)} of a {self.status} experiment: it would change the "
                     "treatment mid-test. Stop it and create a new experiment instead.",
                 )
+            recorded = [k for k in _RECORDED if k in real]
+            if recorded:
+                raise _fail(
+                    self.id,
+                    f"cannot change {', '.join(recorded)} of a {self.status} experiment: the first exposures "
+                    "recorded so far would lack it. Stop it and create a new experiment instead.",
+                )
         return replace(self, **changes, version=self.version + 1, updated_ts=max(now_ms, self.updated_ts))
 
     # ------------------------------------------------------------------------------------------------------ JSON
@@ -283,6 +356,16 @@ class ExperimentDefinition:
         data["variants"] = [{"name": v.name, "weight": v.weight} for v in self.variants]
         for key in ("secondary_metrics", "guardrail_metrics"):
             data[key] = list(data[key])
+        # Written only when used, so a one-model definition keeps the JSON it always had.
+        data.pop("arm_models")
+        data.pop("segment_attributes")
+        if self.arm_models:
+            data["arm_models"] = {
+                name: {"model": {**asdict(arm.model), "features": list(arm.model.features)}, "threshold": arm.threshold}
+                for name, arm in self.arm_models.items()
+            }
+        if self.segment_attributes:
+            data["segment_attributes"] = list(self.segment_attributes)
         return data
 
     def to_json(self) -> str:
@@ -308,11 +391,7 @@ class ExperimentDefinition:
         missing = [key for key in required if key not in data]
         if missing:
             raise _fail(ident, f"definition is missing {', '.join(missing)}.")
-        model = data["model"]
-        if not isinstance(model, dict) or {"pmml_path", "model_version", "features"} - set(model):
-            raise _fail(ident, "model must be an object with pmml_path, model_version and features.")
-        if not isinstance(model["features"], list):
-            raise _fail(ident, f"model.features must be a list. Got {model['features']!r}.")
+        model = _model_ref_from(ident, "model", data["model"])
         variants = data["variants"]
         if not isinstance(variants, list) or not all(
             isinstance(v, dict) and {"name", "weight"} <= set(v) for v in variants
@@ -322,14 +401,72 @@ class ExperimentDefinition:
             if not isinstance(data[key], list):
                 raise _fail(ident, f"{key} must be a list. Got {data[key]!r}.")
         values = {key: data[key] for key in required}
-        values["model"] = ModelRef(model["pmml_path"], model["model_version"], tuple(model["features"]))
+        values["model"] = model
         values["variants"] = tuple(Variant(v["name"], v["weight"]) for v in variants)
         values["secondary_metrics"] = tuple(data["secondary_metrics"])
         values["guardrail_metrics"] = tuple(data["guardrail_metrics"])
         values["control"] = control_of(data)
+        values["arm_models"] = _arm_models_from(ident, data.get("arm_models", {}))
+        attributes = data.get("segment_attributes", [])
+        if not isinstance(attributes, list):
+            raise _fail(ident, f"segment_attributes must be a list. Got {attributes!r}.")
+        values["segment_attributes"] = tuple(attributes)
         return cls(**values)  # keys this version does not know are ignored, so newer writers stay readable
 
     # ------------------------------------------------------------------------------------------------ validation
+    def _validate_model(self, where: str, model: object) -> None:
+        ident = self.id
+        if not isinstance(model, ModelRef):
+            raise _fail(ident, f"{where} must be a ModelRef. Got {model!r}.")
+        if not isinstance(model.pmml_path, str) or not model.pmml_path:
+            raise _fail(ident, f"{where}.pmml_path must be a non-empty string. Got {model.pmml_path!r}.")
+        if not isinstance(model.model_version, str) or not _SHA256_PATTERN.match(model.model_version):
+            raise _fail(
+                ident,
+                f"{where}.model_version must be the SHA-256 of the PMML file (64 lowercase hex digits). "
+                f"Got {model.model_version!r}.",
+            )
+        if not model.features or not all(isinstance(f, str) and f for f in model.features):
+            raise _fail(ident, f"{where}.features must be a non-empty list of names. Got {list(model.features)!r}.")
+        if len(set(model.features)) != len(model.features):
+            raise _fail(ident, f"{where}.features has duplicates: {list(model.features)!r}.")
+
+    def _validate_arm_models(self, names: list[str]) -> None:
+        """Only model arms (declared, not the control) may have their own model; each is checked like `model`."""
+        ident = self.id
+        if not isinstance(self.arm_models, Mapping):
+            raise _fail(ident, f"arm_models must map arm names to models. Got {self.arm_models!r}.")
+        for name, arm in self.arm_models.items():
+            if name not in names:
+                raise _fail(ident, f"arm_models names {name!r}, which is not a variant ({', '.join(names)}).")
+            if name == self.control:
+                raise _fail(ident, f"arm_models names the control {name!r}; the control is never scored.")
+            if not isinstance(arm, ArmModel):
+                raise _fail(ident, f"arm_models[{name!r}] must be an ArmModel. Got {arm!r}.")
+            self._validate_model(f"arm_models.{name}.model", arm.model)
+            if not _is_number(arm.threshold) or not 0.0 <= arm.threshold <= 1.0:
+                raise _fail(
+                    ident, f"arm_models.{name}.threshold must be a probability in [0, 1]. Got {arm.threshold!r}."
+                )
+
+    def _validate_segment_attributes(self) -> None:
+        """Segment attributes are session features of the experiment's models, named once, not a built-in name."""
+        ident, attributes = self.id, self.segment_attributes
+        if not isinstance(attributes, tuple) or not all(isinstance(a, str) and a for a in attributes):
+            raise _fail(ident, f"segment_attributes must be a list of feature names. Got {attributes!r}.")
+        if len(set(attributes)) != len(attributes):
+            raise _fail(ident, f"segment_attributes has duplicates: {list(attributes)!r}.")
+        known = set(self.model.features).union(*(arm.model.features for arm in self.arm_models.values()))
+        for name in attributes:
+            if name in RESERVED_SEGMENT_NAMES:
+                raise _fail(
+                    ident,
+                    f"segment attribute {name!r} is a built-in segment ({', '.join(RESERVED_SEGMENT_NAMES)}); "
+                    "it is recorded already.",
+                )
+            if name not in known:
+                raise _fail(ident, f"segment attribute {name!r} is not a feature of the experiment's models.")
+
     def _validate_control(self, names: list[str]) -> None:
         """The named control must be an arm, declared first, and no other arm may be called "control"."""
         control, ident = self.control, self.id
@@ -363,21 +500,7 @@ class ExperimentDefinition:
             if not isinstance(getattr(self, key), str):
                 raise _fail(ident, f"{key} must be a string. Got {getattr(self, key)!r}.")
 
-        model = self.model
-        if not isinstance(model, ModelRef):
-            raise _fail(ident, f"model must be a ModelRef. Got {model!r}.")
-        if not isinstance(model.pmml_path, str) or not model.pmml_path:
-            raise _fail(ident, f"model.pmml_path must be a non-empty string. Got {model.pmml_path!r}.")
-        if not isinstance(model.model_version, str) or not _SHA256_PATTERN.match(model.model_version):
-            raise _fail(
-                ident,
-                f"model.model_version must be the SHA-256 of the PMML file (64 lowercase hex digits). "
-                f"Got {model.model_version!r}.",
-            )
-        if not model.features or not all(isinstance(f, str) and f for f in model.features):
-            raise _fail(ident, f"model.features must be a non-empty list of names. Got {list(model.features)!r}.")
-        if len(set(model.features)) != len(model.features):
-            raise _fail(ident, f"model.features has duplicates: {list(model.features)!r}.")
+        self._validate_model("model", self.model)
 
         if not _is_number(self.threshold) or not 0.0 <= self.threshold <= 1.0:
             raise _fail(ident, f"threshold must be a probability in [0, 1]. Got {self.threshold!r}.")
@@ -403,6 +526,8 @@ class ExperimentDefinition:
             terms = " + ".join(f"{v.weight:.12g}" for v in variants)
             raise _fail(ident, f"the variant weights must sum to 1 (within 1e-9). Got {terms} = {total:.12g}.")
         self._validate_control(names)
+        self._validate_arm_models(names)
+        self._validate_segment_attributes()
 
         for key, metrics in (
             ("primary_metric", (self.primary_metric,)),

@@ -13,7 +13,18 @@ from dataclasses import dataclass
 
 from experiment.core.definition import ExperimentDefinition
 
-__all__ = ["ExperimentView", "parse_definition"]
+__all__ = ["ArmSpec", "ExperimentView", "parse_definition"]
+
+
+@dataclass(frozen=True, slots=True)
+class ArmSpec:
+    """How one scored arm is decided: the model that scores it (path, version, features) and its threshold."""
+
+    variant: str
+    pmml_path: str
+    model_version: str
+    features: tuple[str, ...]
+    threshold: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +43,17 @@ class ExperimentView:
     model_version: str
     features: tuple[str, ...]
     attribution_window_ms: int
+    #: Every scored arm, in declared order, with its own model and threshold (the experiment's when it has none).
+    arms: tuple[ArmSpec, ...] = ()
+    #: Session features recorded with each first exposure for the segment breakdown (besides the built-in ones).
+    segment_attributes: tuple[str, ...] = ()
+
+    def arm(self, variant: str) -> ArmSpec | None:
+        """The scored arm `variant`, or None for the control (a linear scan: experiments have a handful of arms)."""
+        for spec in self.arms:
+            if spec.variant == variant:
+                return spec
+        return None
 
     @property
     def is_running(self) -> bool:
@@ -63,4 +85,9 @@ def parse_definition(text: str | bytes) -> ExperimentView:
         model_version=definition.model.model_version,
         features=tuple(definition.model.features),
         attribution_window_ms=definition.attribution_window_s * 1000,
+        arms=tuple(
+            ArmSpec(name, ref.pmml_path, ref.model_version, tuple(ref.features), definition.threshold_of(name))
+            for name, ref in definition.models().items()
+        ),
+        segment_attributes=definition.segment_attributes,
     )
