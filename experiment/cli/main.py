@@ -16,6 +16,7 @@ from experiment.cli import (
     data_cmd,
     experiment_cmd,
     kafka_cmd,
+    models_cmd,
     pipeline_cmd,
     report_cmd,
     simulate_cmd,
@@ -32,11 +33,12 @@ app = typer.Typer(
 )
 
 # Command groups register themselves here, one line each.
-# (data, train, kafka, cluster, experiment, stats, report, pipeline, simulate, collect, dashboard)
+# (data, train, models, kafka, cluster, experiment, stats, report, pipeline, simulate, collect, dashboard)
 app.command("stats")(stats_cmd.stats)
 app.command("report")(report_cmd.report)
 app.add_typer(data_cmd.app, name="data")
 app.command("train")(train_cmd.train)
+app.add_typer(models_cmd.app, name="models")
 app.command("dashboard")(dashboard_cmd.dashboard)
 app.command("simulate")(simulate_cmd.simulate)
 app.command("collect")(collect_cmd.collect)

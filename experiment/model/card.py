@@ -59,7 +59,12 @@ class ParityResult:
 
 @dataclass(frozen=True)
 class ModelCard:
-    """model.json as a frozen object. ``pmml_path`` is resolved against the card's directory."""
+    """model.json as a frozen object. ``pmml_path`` is resolved against the card's directory.
+
+    ``name``, ``seed`` and ``grid`` say how a champion and a challenger differ. Cards written before they existed
+    still load: ``name`` is then None, ``seed`` the ``random_state`` key (None if absent) and ``grid`` is derived
+    from ``cv.quick`` ("quick" or "default"), as those were the only two grids then.
+    """
 
     path: Path
     model_version: str
@@ -72,6 +77,9 @@ class ModelCard:
     data_fingerprint: str
     parity: ParityResult
     raw: dict[str, Any]
+    name: str | None = None
+    seed: int | None = None
+    grid: str | None = None
 
     def verify(self) -> None:
         """Raise `ModelError` unless parity passed and `verify_pmml` accepts the PMML."""
@@ -104,6 +112,15 @@ def _field(data: dict[str, Any], key: str, path: Path) -> Any:
     if key not in data:
         raise ModelError(f"{path}: required key '{key}' is missing.")
     return data[key]
+
+
+def _grid_name(cv: dict[str, Any]) -> str | None:
+    """The named grid a card was trained with; old cards only say whether it was the quick one."""
+    if "grid_name" in cv:
+        return str(cv["grid_name"])
+    if "quick" in cv:
+        return "quick" if cv["quick"] else "default"
+    return None
 
 
 def load_model_card(path: Path | str) -> ModelCard:
@@ -141,6 +158,9 @@ def load_model_card(path: Path | str) -> ModelCard:
             data_fingerprint=str(_field(data, "data", path)["fingerprint"]),
             parity=summary,
             raw=data,
+            name=None if data.get("name") is None else str(data["name"]),
+            seed=None if data.get("random_state") is None else int(data["random_state"]),
+            grid=_grid_name(dict(data["cv"])),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise ModelError(f"{path}: malformed model card ({type(error).__name__}: {error}).") from error
