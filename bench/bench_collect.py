@@ -1,9 +1,9 @@
 """`abflow collect` throughput: the job's output topics -> the DuckDB results store, records per second.
 
 Method: build N records of the decision job's output in the topics' schemas (`experiment.core.events`): about
-70 % `assignments` (control and treatment, scores, first exposures), 28 % `attributed-outcomes`, a few dead
-letters, health records and definitions, and a few invalid records (bad JSON, a missing field) that must be skipped
-and counted. Two measurements, each into a fresh store file:
+70 % `assignments` (control and treatment, scores, first exposures with their segments), 28 %
+`attributed-outcomes`, a few dead letters, health records and definitions, and a few invalid records (bad JSON, a
+missing field) that must be skipped and counted. Two measurements, each into a fresh store file:
 
 - `parse+store`: the records already in memory (as the consumer hands them over), grouped into poll batches of
   `max_poll_records`, through `Collector._store` with the store opened per batch as the collect loop does: the
@@ -98,6 +98,7 @@ def _definition(experiment_id: str) -> str:
 def job_output(n: int, seed: int = 7, invalid_every: int = 50_000) -> list[tuple[str, bytes]]:
     """N (logical topic, value) pairs of the job's output, in the order the job would write them."""
     from experiment.core import events
+    from experiment.core.segments import segments_of
 
     rng = random.Random(seed)
     out: list[tuple[str, bytes]] = [("experiments", _definition(e).encode()) for e in _EXPERIMENTS]
@@ -130,6 +131,10 @@ def job_output(n: int, seed: int = 7, invalid_every: int = 50_000) -> list[tuple
                 decided_ts=ts + rng.randrange(1, 50),
                 pre_period_purchases=rng.randrange(6),
             )
+            if first:  # the segments the job writes on a first exposure (drawn apart: the records stay as they were)
+                looks = random.Random(customer)
+                features = {"age": looks.randrange(18, 90), "woman": looks.randrange(2), "cat3": looks.randrange(4)}
+                record["segments"] = segments_of(features, record["pre_period_purchases"], ("cat3",))
             out.append(("assignments", events.to_json(record).encode()))
         elif roll < 0.98:
             variant, exposure_ts = exposed[(experiment_id, customer)]

@@ -2,9 +2,10 @@
 
 Why generated in DuckDB: ten million exposures as Python records would take longer to write than everything measured
 here; `range()` in SQL fills the same tables in seconds. The data are shaped like the collector's: 2 arms, repeated
-exposures per customer (only the first flagged `first_exposure`), ~10 % of customers convert (a few buy twice),
-integer-cent revenue, a pre-period purchase count correlated with converting, timestamps over 14 days. Customer-level
-values come from `hash()` of the customer number, so every exposure of a customer agrees.
+exposures per customer (only the first flagged `first_exposure`, and only it carrying the built-in segments), ~10 %
+of customers convert (a few buy twice), integer-cent revenue, a pre-period purchase count correlated with
+converting, timestamps over 14 days. Customer-level values come from `hash()` of the customer number, so every
+exposure of a customer agrees.
 
 What is timed: `build_report` (the analysis), each renderer (md, html, json, csv), the `abflow report` command as a
 whole process (imports and writing included: what a user waits for), and the dashboard's experiment-page
@@ -75,10 +76,17 @@ def fill(path: Path, exposures: int, per_customer: float = 2.0) -> None:
                    CASE WHEN hash(cust, 'arm') % 2 = 1 THEN (hash(i, 's') % 1000) / 1000.0 END,
                    CASE WHEN hash(cust, 'arm') % 2 = 1 THEN
                         CASE WHEN hash(i, 's') % 1000 >= 500 THEN 'show' ELSE 'hide' END END,
-                   'm1', k = 0, ts, ts + 5,
-                   floor(-ln((hash(cust, 'pre') % 1000 + 0.5) / 1000.0) * 1.5)::BIGINT
+                   'm1', k = 0, ts, ts + 5, pre,
+                   CASE WHEN k = 0 THEN json_object(  -- the collector's text: compact, keys sorted
+                       'age_band', ['18-24', '25-34', '35-44', '45-54', '55-64', '65+']
+                                   [(hash(cust, 'age') % 6)::BIGINT + 1],
+                       'customer_type', CASE WHEN pre = 0 THEN 'new' ELSE 'returning' END,
+                       'gender', ['woman', 'man', 'unstated'][(hash(cust, 'gender') % 3)::BIGINT + 1],
+                       'history_tier', CASE WHEN pre = 0 THEN '0' WHEN pre <= 2 THEN '1-2'
+                                            WHEN pre <= 9 THEN '3-9' ELSE '10+' END)::VARCHAR END
             FROM (SELECT i, i % $c AS cust, i // $c AS k,
-                         $start + hash(i % $c, 'ts') % ($win - 4 * 86400000) + (i // $c) * 3600000 AS ts
+                         $start + hash(i % $c, 'ts') % ($win - 4 * 86400000) + (i // $c) * 3600000 AS ts,
+                         floor(-ln((hash(i % $c, 'pre') % 1000 + 0.5) / 1000.0) * 1.5)::BIGINT AS pre
                   FROM range($n) t(i))
             """,
             params,

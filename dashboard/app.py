@@ -27,9 +27,9 @@ from dashboard import charts, loader  # noqa: E402
 from dashboard.formatting import NA, badge_markdown, ci, count, decision_badge, num, pct, pval  # noqa: E402
 from experiment.core.errors import AbflowError  # noqa: E402
 from experiment.results.report import Report  # noqa: E402
-from experiment.results.report_model import ModelNotice  # noqa: E402
+from experiment.results.report_model import ArmsSection, ModelNotice, SegmentDimension, short_versions  # noqa: E402
 from experiment.stats.analysis import METHODS, ArmMetricResult  # noqa: E402
-from experiment.stats.results import ProportionsResult  # noqa: E402
+from experiment.stats.results import Interval, ProportionsResult  # noqa: E402
 
 ALL = "All experiments"
 _STATUS_ICONS = {"running": "▶️", "paused": "⏸️", "stopped": "⏹️", "draft": "📝", "archived": "🗄️"}
@@ -174,6 +174,128 @@ def _lift_table(results: tuple[ArmMetricResult, ...]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _interval(lower: float | None, upper: float | None) -> Interval | None:
+    return None if lower is None or upper is None else Interval(lower, upper)
+
+
+def _arms_tables(arms: ArmsSection) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per arm: its model, threshold, users, rate and P(best); one row per comparison of the Holm family)."""
+    short = short_versions([a.model_version for a in arms.arms])
+    models = pd.DataFrame(
+        [
+            {
+                "arm": a.name,
+                "role": a.role,
+                "model version": NA if a.model_version is None else short[a.model_version],
+                "threshold": NA if a.threshold is None else f"{a.threshold:g}",
+                "users": a.users,
+                "rate": pct(a.conversion_rate),
+                "P(best)": pval(a.prob_best),
+            }
+            for a in arms.arms
+        ]
+    )
+    kind = "pct" if arms.metric == "conversion" else "num"
+    comparisons = pd.DataFrame(
+        [
+            {
+                "comparison": c.label,
+                "abs diff": pct(c.abs_diff) if kind == "pct" else num(c.abs_diff),
+                "CI": ci(_interval(c.abs_ci_lower, c.abs_ci_upper), kind),
+                "rel lift": pct(c.rel_lift),
+                "p": pval(c.p_value),
+                "p Holm (all comparisons)": pval(c.p_value_holm),
+                "significant": NA if c.significant_holm is None else ("yes" if c.significant_holm else "no"),
+            }
+            for c in arms.comparisons
+        ]
+    )
+    return models, comparisons
+
+
+def _arms_section(arms: ArmsSection) -> None:
+    st.header("Arms")
+    models, comparisons = _arms_tables(arms)
+    st.dataframe(models, hide_index=True)
+    st.dataframe(comparisons, hide_index=True)
+    srm = arms.srm
+    st.caption(
+        f"{arms.metric}, fixed-horizon: each model arm against {arms.control} and each pair of model arms "
+        f"(later-declared − earlier-declared), Holm-adjusted across these {len(arms.comparisons)} comparisons. "
+        "P(best): the probability that the arm has the highest conversion rate (Beta posteriors). "
+        f"SRM across all {len(arms.arms)} arms: p = {pval(srm.p_value)}."
+    )
+
+
+def _segment_table(section: SegmentDimension) -> pd.DataFrame:
+    kind = "pct" if section.metric == "conversion" else "num"
+    fmt = pct if kind == "pct" else num
+    return pd.DataFrame(
+        [
+            {
+                "segment": r.segment,
+                "arm": r.arm,
+                "users control": r.control_users,
+                "users arm": r.treatment_users,
+                "control value": fmt(r.control_value),
+                "arm value": fmt(r.treatment_value),
+                "lift": fmt(r.abs_diff),
+                "lift CI": ci(_interval(r.abs_ci_lower, r.abs_ci_upper), kind),
+                "relative lift": pct(r.rel_lift),
+                "p": pval(r.p_value),
+                "p BH": pval(r.p_value_bh),
+                "undefined because": r.note,
+            }
+            for r in section.rows
+        ]
+    )
+
+
+def _segments(page: loader.ExperimentPage, settings: loader.DashboardSettings) -> None:
+    """The Segments expander: nothing is read from the store until it is opened and a dimension is picked."""
+    experiment_id = page.report.experiment.id
+    store = str(settings.store_path)
+    box = st.expander("Segments: lift by customer segment", key=f"segments_open_{experiment_id}", on_change="rerun")
+    if not box.open:
+        return
+    with box:
+        try:
+            dimensions = loader.cached_segment_dimensions(store, experiment_id, page.version)
+        except AbflowError as error:
+            st.info(f"No lift by segment: {error}.")
+            return
+        if not dimensions:
+            st.info("No segment dimension is recorded for this experiment yet.")
+            return
+        dimension = st.selectbox(
+            "Dimension",
+            dimensions,
+            index=None,
+            placeholder="choose a dimension",
+            key=f"segment_dimension_{experiment_id}",
+        )
+        if dimension is None:
+            st.caption("Pick a dimension to compute the lift by its segments.")
+            return
+        try:
+            section = loader.cached_segments(store, experiment_id, dimension, page.version, settings.alpha)
+        except AbflowError as error:
+            st.info(f"No lift by segment: {error}.")
+            return
+        if section.note:
+            st.info(section.note[0].upper() + section.note[1:] + ".")
+            return
+        for h in section.heterogeneity:
+            st.markdown(f"- {_plain(h.summary)}")
+        st.plotly_chart(charts.segment_forest_figure(section, settings.alpha), key=f"segments_forest_{dimension}")
+        st.dataframe(_segment_table(section), hide_index=True)
+        st.caption(
+            "Each treatment arm against control among the segment's users (fixed-horizon), by the segment of each "
+            "customer's first exposure; p BH: Benjamini–Hochberg across the arm's segments; whether the lift "
+            "differs between segments: Cochran's Q (I² = share of the variation beyond chance)."
+        )
+
+
 def _minute(iso: str | None) -> str:
     """'2026-01-13T19:49:17.833Z' → '2026-01-13 19:49 UTC'."""
     return NA if not iso else f"{iso[:10]} {iso[11:16]} UTC"
@@ -242,6 +364,8 @@ def _experiment_page(page: loader.ExperimentPage, settings: loader.DashboardSett
         cols[1].metric(f"{r.arm}: p fixed-horizon", pval(r.fixed_horizon.p_value))
         cols[2].metric(f"{r.arm}: p sequential", pval(r.sequential.p_value))
         cols[3].metric(f"{r.arm}: P(beat control)", pval(_prob_beats(r)))
+    if report.arms is not None:
+        _arms_section(report.arms)
 
     st.header("Lift")
     tabs = st.tabs(metrics) if metrics else []
@@ -261,6 +385,8 @@ def _experiment_page(page: loader.ExperimentPage, settings: loader.DashboardSett
     st.plotly_chart(
         charts.lift_over_time_figure(report.lift_over_time, report.analysis.treatments), key="lift_over_time"
     )
+
+    _segments(page, settings)
 
     st.header("Decisions and model")
     left, right = st.columns(2)

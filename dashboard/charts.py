@@ -11,8 +11,9 @@ from collections.abc import Mapping, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from experiment.results.forest_plot import ARM_COLOURS
 from experiment.results.lift_chart import lift_over_time_figure as report_lift_figure
-from experiment.results.report_model import LiftPoint
+from experiment.results.report_model import LiftPoint, SegmentDimension
 from experiment.stats.analysis import METHODS, ArmMetricResult
 from experiment.stats.results import Comparison, Interval
 
@@ -23,6 +24,7 @@ __all__ = [
     "funnel_stages",
     "lift_over_time_figure",
     "score_histogram_figure",
+    "segment_forest_figure",
 ]
 
 METHOD_LABELS = {"fixed_horizon": "fixed-horizon", "sequential": "sequential (always valid)", "cuped": "CUPED"}
@@ -157,4 +159,46 @@ def funnel_figure(funnel: Mapping[str, Mapping[str, int]]) -> go.Figure:
         )
     )
     fig.update_layout(title="Decision funnel", height=320, **_LAYOUT)
+    return fig
+
+
+def segment_forest_figure(section: SegmentDimension, alpha: float = 0.05) -> go.Figure:
+    """Forest plot of one segment dimension: per arm a trace with one point per segment (absolute lift and its CI).
+
+    The same rows as the report's SVG forest plot (`experiment.results.forest_plot`), drawn with plotly: segments
+    whose lift is undefined are left out (the table beside it says why); the dashed line is no effect.
+    """
+    fig = go.Figure()
+    several = len(section.arms) > 1
+    scale = 100.0 if section.metric == "conversion" else 1.0
+    for index, arm in enumerate(section.arms):
+        rows = [r for r in section.rows if r.arm == arm and r.abs_diff is not None]
+        points = [r.abs_diff for r in rows if r.abs_diff is not None]
+        fig.add_trace(
+            go.Scatter(
+                x=[v * scale for v in points],
+                y=[f"{r.segment} · {arm}" if several else r.segment for r in rows],
+                mode="markers",
+                marker={"size": 10, "color": ARM_COLOURS[index % len(ARM_COLOURS)]},
+                error_x={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": [((r.abs_ci_upper or 0.0) - (r.abs_diff or 0.0)) * scale for r in rows],
+                    "arrayminus": [((r.abs_diff or 0.0) - (r.abs_ci_lower or 0.0)) * scale for r in rows],
+                },
+                name=f"{arm} − {section.control}",
+                customdata=[[r.control_users + r.treatment_users, r.p_value_bh] for r in rows],
+                hovertemplate="%{y}: %{x:.3g} (n=%{customdata[0]:,}, p BH=%{customdata[1]:.3g})<extra></extra>",
+            )
+        )
+    fig.add_vline(x=0, line_dash="dash", line_color="grey")
+    unit = "percentage points" if section.metric == "conversion" else "currency per user"
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(
+        title=f"{section.dimension}: lift of {section.metric} by segment, {1 - alpha:.0%} CI",
+        xaxis_title=f"absolute lift, treatment − control ({unit})",
+        height=140 + 32 * max(1, len(section.rows)),
+        legend={"orientation": "h", "y": -0.2},
+        **_LAYOUT,
+    )
     return fig

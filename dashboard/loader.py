@@ -12,6 +12,9 @@ Why it looks like this:
   just the definitions (`load_index`), the list one report per experiment, an experiment's page its one report
   (whose row, export and charts all read that same value), so each page runs the analysis once per experiment it
   shows.
+- **Segments on demand.** The lift by segment is one store query per dimension, so the page asks for it only when
+  the reader opens the Segments section and picks a dimension (`cached_segment_dimensions`, `cached_segments`,
+  keyed on the version like the rest); the page itself never runs a segment query.
 - **Short-lived read-only connections.** DuckDB lets one process at a time hold a file that a writer has
   open. The collector opens the store per batch and retries while a reader holds it; the dashboard does the
   same from the other side: each load opens the file read-only, retries briefly while the collector writes,
@@ -32,8 +35,9 @@ from pathlib import Path
 import streamlit as st
 
 from experiment.core.definition import ExperimentDefinition
-from experiment.core.errors import ConfigError, InfraError
+from experiment.core.errors import ConfigError, ExperimentError, InfraError
 from experiment.results.report import FORMATS, Report, build_report, write_report
+from experiment.results.report_model import ALL_SEGMENTS, SegmentDimension, build_segments, resolve_dimensions
 from experiment.results.store import ResultsStore
 
 __all__ = [
@@ -47,10 +51,14 @@ __all__ = [
     "cached_experiment",
     "cached_index",
     "cached_overview",
+    "cached_segment_dimensions",
+    "cached_segments",
     "export_reports",
     "load_experiment",
     "load_index",
     "load_overview",
+    "load_segment_dimensions",
+    "load_segments",
     "read_version",
     "settings_from_env",
 ]
@@ -254,6 +262,33 @@ def load_experiment(store_path: str, experiment_id: str, version: int, alpha: fl
     )
 
 
+def load_segment_dimensions(store_path: str, experiment_id: str, version: int) -> tuple[str, ...]:
+    """The segment dimensions recorded for an experiment (`version` only keys the cache)."""
+    LOAD_COUNTS["segment_dimensions"] += 1
+    with _read_only(store_path) as store:
+        return resolve_dimensions(store, experiment_id, [ALL_SEGMENTS])
+
+
+def load_segments(
+    store_path: str, experiment_id: str, dimension: str, version: int, alpha: float = 0.05
+) -> SegmentDimension:
+    """The lift by the segments of one dimension, as `abflow report --segments` computes it (one store query)."""
+    LOAD_COUNTS["segments"] += 1
+    with _read_only(store_path) as store:
+        definition = store.experiment(experiment_id)
+        if definition is None:
+            raise ExperimentError(f"experiment '{experiment_id}' is not in the results store {store_path}")
+        section = build_segments(store, definition, [dimension], alpha=alpha)
+    logger.info(
+        "segments loaded store=%s experiment_id=%s dimension=%s version=%d",
+        store_path,
+        experiment_id,
+        dimension,
+        version,
+    )
+    return section.dimensions[0]
+
+
 def export_reports(report: Report, out_dir: str | Path) -> list[Path]:
     """Write `report-<id>.<format>` for every format of `abflow report` into `out_dir`; returns the paths.
 
@@ -267,3 +302,5 @@ def export_reports(report: Report, out_dir: str | Path) -> list[Path]:
 cached_index = st.cache_data(show_spinner=False, max_entries=16)(load_index)
 cached_overview = st.cache_data(show_spinner=False, max_entries=16)(load_overview)
 cached_experiment = st.cache_data(show_spinner=False, max_entries=64)(load_experiment)
+cached_segment_dimensions = st.cache_data(show_spinner=False, max_entries=64)(load_segment_dimensions)
+cached_segments = st.cache_data(show_spinner=False, max_entries=64)(load_segments)

@@ -12,7 +12,8 @@ boundary once in and once out (the speed floor depends on it). Per record it
   shown; first exposures; attribution windows; held outcomes and their expiry; pre-period purchases), on the
   customer's `CustomerState`. This function is their adapter: parse, read state, call the rules, then write
   state, register timers, count metrics and emit one `assignments` record per (session, running experiment) and
-  one `attributed-outcomes` record per attribution. Scorers are the experiments' verified PMML scorers.
+  one `attributed-outcomes` record per attribution. Scorers are verified PMML scorers, one per model of every
+  scored arm (champion vs challenger: each model arm has its own); an arm is scored by its own model only.
 
 Speed (see docs/pipeline.md and BENCHMARKS.md): in thread mode every state access and every Flink metric call is
 a JNI call, so each customer's state is ONE pickled value (read at most once per record, written only
@@ -21,9 +22,10 @@ once a second. The cache is safe because a key belongs to exactly one subtask an
 state; after a restore or rescale `open()` starts with an empty cache and reads state again.
 
 Outputs are `Row(topic, key, value)` so one exactly-once Kafka sink writes all the output topics. Besides the
-three above, the first session that meets an experiment's model version in a task writes one `experiment-health`
-record: `model_unusable` with the reason (the experiment then assigns nobody), or `model_ready`, so that users see
-a broken model where they look (`experiment show`, dashboard, reports) and a repaired one clears it.
+three above, the first session that meets an experiment's arm model version in a task writes one
+`experiment-health` record per (experiment, model version): `model_unusable` with the reason (the experiment then
+assigns nobody, in any arm, when any of its arm models is unusable), or `model_ready`, so that users see a broken
+model where they look (`experiment show`, dashboard, reports) and a repaired one clears it.
 Resources (state handles, metric groups, scorers) are acquired in `open()` or, for a model version first seen on
 the broadcast stream, when its definition arrives; never per record and never in `__init__`.
 """
@@ -34,7 +36,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pyflink.common import Row, Time, Types
@@ -43,18 +45,21 @@ from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueSt
 
 from experiment.core import events
 from experiment.core.decisions import (
+    ArmScorers,
     Assigned,
     Attribution,
     CustomerState,
     Exposed,
     Scorer,
     Skipped,
+    arm_scorers,
     decide_session,
     expire_held,
     record_outcome,
     record_session,
 )
-from experiment.core.view import ExperimentView, parse_definition
+from experiment.core.segments import segments_of
+from experiment.core.view import ArmSpec, ExperimentView, parse_definition
 from experiment.runtime.config import KafkaSettings
 
 __all__ = ["EXPERIMENTS_STATE", "OUTPUT_TYPE", "RAW_TYPE", "DecideFunction", "Topics"]
@@ -187,6 +192,17 @@ class _Metrics:
         return counter
 
 
+class _ArmModels(NamedTuple):
+    """One view's arm models, resolved once per view object (not per session)."""
+
+    view: ExperimentView
+    #: The scorer of each scored arm, or None when any arm's model is unusable (the experiment assigns nobody).
+    scorers: ArmScorers | None
+    #: One entry per (experiment id, model version) of its arms: the `experiment-health` key, an arm with that
+    #: model (an unusable one if any) and whether its model is usable.
+    health: tuple[tuple[tuple[str, str], ArmSpec, bool], ...]
+
+
 class DecideFunction(KeyedBroadcastProcessFunction):
     """Per-customer decisions and outcome attribution, driven by the broadcast experiment definitions."""
 
@@ -227,6 +243,8 @@ class DecideFunction(KeyedBroadcastProcessFunction):
         # have their own file checked, or a tampered copy would borrow the verified scorer of the good one.
         self._scorers: dict[tuple[str, str], Scorer] = {}
         self._broken_models: dict[tuple[str, str], str] = {}
+        #: Experiment id -> its arm models, for the view object they were resolved for (`_arm_models_of`).
+        self._arm_models: dict[str, _ArmModels] = {}
         #: (experiment id, model version) pairs whose health this task has written to `experiment-health`.
         self._health_reported: set[tuple[str, str]] = set()
         self._metrics: _Metrics | None = None
@@ -248,6 +266,7 @@ class DecideFunction(KeyedBroadcastProcessFunction):
         self._cache = {}
         self._views = {}
         self._views_loaded = False
+        self._arm_models = {}
         self._health_reported = set()
         self._metrics = _Metrics(runtime_context.get_metrics_group().add_group("abflow"))
         self._dead_counter_names = {
@@ -293,7 +312,7 @@ class DecideFunction(KeyedBroadcastProcessFunction):
         )
         for view in list(self._views.values()):
             if view.is_running:
-                self._scorer(view)  # load and verify the model now, not on the first session
+                self._arm_models_of(view)  # load and verify every arm's model now, not on the first session
 
     def _merge(self, view: ExperimentView) -> bool:
         """Keep `view` unless a newer version of the experiment is known (snapshot and restored state)."""
@@ -351,7 +370,7 @@ class DecideFunction(KeyedBroadcastProcessFunction):
             view.weights,
         )
         if view.is_running:
-            self._scorer(view)  # load and verify the model now, not on the first session
+            self._arm_models_of(view)  # load and verify every arm's model now, not on the first session
 
     def _ensure_views(self, ctx: Any) -> None:
         """After a restore the broadcast state is back but this object's cache is empty: rebuild it once."""
@@ -438,7 +457,7 @@ class DecideFunction(KeyedBroadcastProcessFunction):
         assert metrics is not None
         metrics.job("sessions")
         decided_ts = int(time.time() * 1000)
-        arms = decide_session(session.customer_id, session.features, self._views.values(), self._scorer)
+        arms = decide_session(session.customer_id, session.features, self._views.values(), self._scorers_of)
         assigned = [arm for arm in arms if isinstance(arm, Assigned)]
         result = record_session(self._load(session.customer_id), session, assigned) if assigned else None
         exposed = iter(result.exposed if result is not None else ())
@@ -451,9 +470,9 @@ class DecideFunction(KeyedBroadcastProcessFunction):
                 continue
             running += 1
             metrics.exp(view.id, "sessions")
-            if (view.id, view.model_version) not in self._health_reported:
-                usable = not (isinstance(arm, Skipped) and arm.reason == "model_unusable")
-                rows.append(self._health(view, usable, decided_ts))
+            for health_key, spec, usable in self._arm_models_of(view).health:
+                if health_key not in self._health_reported:
+                    rows.append(self._health(view, spec, usable, decided_ts))
             if isinstance(arm, Skipped):  # model_unusable (the experiment does not run) or not_in_traffic
                 metrics.exp(view.id, arm.reason)
                 continue
@@ -473,8 +492,10 @@ class DecideFunction(KeyedBroadcastProcessFunction):
             metrics.exp(view.id, "scored")
         if arm.decision == "show":
             metrics.exp(view.id, "shown")
-        if exposed.first:
+        segments = None
+        if exposed.first:  # segments are fixed at the first exposure: computed once per customer, not per session
             metrics.exp(view.id, "first_exposures")
+            segments = segments_of(session.features, exposed.exposure.pre_period_purchases, view.segment_attributes)
         metrics.exp(view.id, f"assigned_{arm.variant}")
         record = events.assignment_record(
             event_id=session.event_id,
@@ -484,11 +505,12 @@ class DecideFunction(KeyedBroadcastProcessFunction):
             variant=arm.variant,
             score=arm.score,
             decision=arm.decision,
-            model_version=view.model_version if arm.score is not None else None,
+            model_version=arm.spec.model_version if arm.spec is not None else None,
             first_exposure=exposed.first,
             event_ts=session.ts,
             decided_ts=decided_ts,
             pre_period_purchases=exposed.exposure.pre_period_purchases,
+            segments=segments,
         )
         rows = [Row(self._topics.assignments, session.customer_id, _to_json(record))]
         for attribution in exposed.late:
@@ -496,19 +518,19 @@ class DecideFunction(KeyedBroadcastProcessFunction):
             rows.append(self._attributed(attribution))
         return rows
 
-    def _health(self, view: ExperimentView, usable: bool, ts: int) -> Row:
-        """The `experiment-health` record of the experiment's model version, written once per task and version.
+    def _health(self, view: ExperimentView, spec: ArmSpec, usable: bool, ts: int) -> Row:
+        """The `experiment-health` record of one arm model version, written once per task and version.
 
         Once per task is enough: the store keeps the newest record per (experiment, model version), and a restart
         (which resets the set in `open()`) writes it again, which is harmless.
         """
-        self._health_reported.add((view.id, view.model_version))
+        self._health_reported.add((view.id, spec.model_version))
         record = events.experiment_health_record(
             experiment_id=view.id,
             experiment_version=view.version,
-            model_version=view.model_version,
+            model_version=spec.model_version,
             status="model_ready" if usable else "model_unusable",
-            reason=None if usable else self._broken_models.get(_model_key(view)) or "unknown error",
+            reason=None if usable else self._broken_models.get(_model_key(spec)) or "unknown error",
             ts=ts,
         )
         return Row(self._topics.experiment_health, view.id, _to_json(record))
@@ -562,39 +584,70 @@ class DecideFunction(KeyedBroadcastProcessFunction):
 
     # -- helpers ------------------------------------------------------------------------------------------------
 
-    def _scorer(self, view: ExperimentView) -> Scorer | None:
-        """The verified scorer of the experiment's model version, loaded once per version per task."""
-        scorer = self._scorers.get(_model_key(view))
+    def _scorers_of(self, view: ExperimentView) -> ArmScorers | None:
+        """The scorer of each of the experiment's scored arms, or None when any arm's model is unusable.
+
+        Per session a dict look-up: the arms are resolved once per view object.
+        """
+        entry = self._arm_models.get(view.id)
+        if entry is None or entry.view is not view:
+            entry = self._resolve_arm_models(view)
+        return entry.scorers
+
+    def _arm_models_of(self, view: ExperimentView) -> _ArmModels:
+        """The experiment's arm models (scorers and health), loading and verifying each model on first use."""
+        entry = self._arm_models.get(view.id)
+        if entry is None or entry.view is not view:
+            entry = self._resolve_arm_models(view)
+        return entry
+
+    def _resolve_arm_models(self, view: ExperimentView) -> _ArmModels:
+        scorers = arm_scorers(view, self._scorer)
+        health: dict[tuple[str, str], tuple[tuple[str, str], ArmSpec, bool]] = {}
+        for spec in view.arms:
+            key = (view.id, spec.model_version)
+            usable = self._scorer(view, spec) is not None  # loaded above: a look-up
+            if key not in health or (health[key][2] and not usable):
+                health[key] = (key, spec, usable)
+        entry = self._arm_models[view.id] = _ArmModels(view, scorers, tuple(health.values()))
+        return entry
+
+    def _scorer(self, view: ExperimentView, spec: ArmSpec) -> Scorer | None:
+        """The verified scorer of one arm's model (version read from its file), loaded once per model per task."""
+        key = _model_key(spec)
+        scorer = self._scorers.get(key)
         if scorer is not None:
             return scorer
-        if _model_key(view) in self._broken_models:
+        if key in self._broken_models:
             return None
         from flink_pipeline.scoring import load_verified_scorer
 
         try:
             scorer = load_verified_scorer(
-                view.pmml_path, view.model_version, self._reference_rows, fallback=self._scorer_fallback
+                spec.pmml_path, spec.model_version, self._reference_rows, fallback=self._scorer_fallback
             )
-        except Exception as exc:  # a broken model stops that experiment's treatment, not the job
-            self._broken_models[_model_key(view)] = str(exc)
+        except Exception as exc:  # a broken model stops that experiment, not the job
+            self._broken_models[key] = str(exc)
             logger.error(
                 "model unusable; the experiment assigns nobody until a usable model version arrives experiment_id=%s "
-                "model_version=%s reason=%s",
+                "arm=%s model_version=%s reason=%s",
                 view.id,
-                view.model_version,
+                spec.variant,
+                spec.model_version,
                 exc,
             )
             return None
         logger.info(
-            "scorer ready experiment_id=%s model_version=%s kind=%s",
+            "scorer ready experiment_id=%s arm=%s model_version=%s kind=%s",
             view.id,
-            view.model_version,
+            spec.variant,
+            spec.model_version,
             getattr(scorer, "kind", "?"),
         )
-        self._scorers[_model_key(view)] = scorer
+        self._scorers[key] = scorer
         return scorer
 
 
-def _model_key(view: ExperimentView) -> tuple[str, str]:
+def _model_key(spec: ArmSpec) -> tuple[str, str]:
     """What one loaded (or refused) scorer stands for: a model version read from one file."""
-    return (view.model_version, view.pmml_path)
+    return (spec.model_version, spec.pmml_path)

@@ -5,7 +5,7 @@ Topology (see docs/pipeline.md)::
     kafka sessions;outcomes (raw bytes + topic/partition/offset)     kafka experiments (from earliest)
         -> key by the message key = customer id (in Java)                       |
         -> DecideFunction (KeyedBroadcastProcessFunction) <--- broadcast --------+
-           validate -> dead letter | assign -> score treatment -> decide | attribute outcomes
+           validate -> dead letter | assign -> score the arm by its own model -> decide | attribute outcomes
         -> Row(topic, key, value) -> one exactly-once Kafka sink
            (assignments, attributed-outcomes, dead-letter, experiment-health)
 

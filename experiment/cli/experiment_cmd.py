@@ -1,8 +1,12 @@
 """`abflow experiment create|launch|pause|resume|stop|list|show|set-traffic`: the control plane from the shell.
 
 Every command reads the compacted `experiments` topic (the only source of truth) and every change publishes the whole
-next version to it; nothing is kept locally. `show` also looks in the results store for the job's word on the model
-(filled by `abflow collect` from `experiment-health`), so a model the job refuses is seen where the experiment is.
+next version to it; nothing is kept locally. `show` also looks in the results store for the job's word on each arm's
+model (filled by `abflow collect` from `experiment-health`), so a model the job refuses is seen where the experiment is.
+
+Model arms (champion vs challenger): `create --model ARM=DIR [--threshold ARM=X]` gives one arm its own model and
+threshold; a plain `--model DIR` / `--threshold X` is the default of every model arm that names none. `launch` verifies
+every arm's model, and `list`/`show` name each arm's model version and threshold.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ from experiment.core.definition import (
     DEFAULT_ATTRIBUTION_WINDOW_S,
     DEFAULT_CONTROL,
     Action,
+    ArmModel,
     ExperimentDefinition,
     ModelRef,
 )
 from experiment.core.errors import ExperimentError, InfraError, ModelError
 from experiment.runtime.config import KafkaSettings
 
-__all__ = ["app", "parse_duration", "parse_variants"]
+__all__ = ["app", "parse_arm_options", "parse_duration", "parse_variants"]
 
 app = typer.Typer(
     help="Create and steer experiments (published to the Kafka `experiments` topic).", no_args_is_help=True
@@ -34,6 +39,8 @@ app = typer.Typer(
 
 ExperimentId = Annotated[str, typer.Argument(help="Experiment id.", show_default=False)]
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+#: `ARM=VALUE` in `--model`/`--threshold`: an arm-like name (no path separator) before the first '='.
+_ARM_VALUE = re.compile(r"^([A-Za-z0-9_.-]+)=(.*)$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -59,6 +66,102 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * _UNIT_S[match.group(2)]
 
 
+def parse_arm_options(
+    option: str, values: list[str], arms: list[str], control: str
+) -> tuple[str | None, dict[str, str]]:
+    """`--model DIR --model challenger=DIR2` → `("DIR", {"challenger": "DIR2"})`: the default and each arm's own.
+
+    A value is `ARM=VALUE` when the text before its first '=' looks like an arm name (no path separator; write
+    `./a=b` for a directory called `a=b`). Refused, each with one line: an arm that is not declared, the control
+    (never scored), an arm named twice, and two defaults.
+    """
+    default: str | None = None
+    own: dict[str, str] = {}
+    for text in values:
+        match = _ARM_VALUE.match(text)
+        if match is None:
+            if default is not None:
+                raise ExperimentError(
+                    f"{option} {default} and {option} {text}: only one default for every model arm; name the arm "
+                    f"of the other: {option} ARM={text}."
+                )
+            default = text
+            continue
+        arm, value = match.group(1), match.group(2)
+        if arm == control:
+            raise ExperimentError(
+                f"{option} {text} names the control '{control}', which is never scored; model arms: "
+                f"{', '.join(a for a in arms if a != control)}."
+            )
+        if arm not in arms:
+            raise ExperimentError(
+                f"{option} {text} names '{arm}', which is not an arm of this experiment ({', '.join(arms)})."
+            )
+        if arm in own:
+            raise ExperimentError(f"{option} names arm '{arm}' twice ({own[arm]} and {value}).")
+        own[arm] = value
+    return default, own
+
+
+def _threshold(option: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ExperimentError(f"{option} must be a number or ARM=number. Got {text!r}.") from None
+
+
+def _model_arms(
+    models: list[str], thresholds: list[str], variants: list[tuple[str, float]], control: str
+) -> tuple[ModelRef, float, dict[str, ArmModel]]:
+    """The experiment's model and threshold, and the arms whose own model or threshold differs from them.
+
+    Each model arm's model is its `--model ARM=DIR`, else the plain `--model DIR`; its threshold its
+    `--threshold ARM=X`, else the plain `--threshold X`, else its model card's. The experiment's own `model` and
+    `threshold` are the defaults (the first model arm's when no plain --model is given), so a one-model experiment
+    is written as it always was, without `arm_models`.
+    """
+    from experiment.model.card import ModelCard, load_model_card
+
+    arms = [name for name, _weight in variants]
+    scored = [name for name in arms if name != control]
+    default_dir, own_dirs = parse_arm_options("--model", models, arms, control)
+    default_text, own_texts = parse_arm_options("--threshold", thresholds, arms, control)
+    default_threshold = None if default_text is None else _threshold("--threshold", default_text)
+    own_thresholds = {arm: _threshold("--threshold", text) for arm, text in own_texts.items()}
+    missing = [arm for arm in scored if arm not in own_dirs and default_dir is None]
+    if missing:
+        raise ExperimentError(
+            f"model arm(s) {', '.join(missing)} have no model: give --model DIR for every model arm, or "
+            f"--model ARM=DIR for each ({', '.join(scored)})."
+        )
+    cards: dict[str, ModelCard] = {}
+
+    def card_of(directory: str) -> ModelCard:
+        if directory not in cards:
+            card = load_model_card(Path(directory))
+            card.verify_pmml()  # the XML gate and the sha256, before the model is named in an experiment
+            cards[directory] = card
+        return cards[directory]
+
+    def resolved(directory: str, threshold: float | None) -> ArmModel:
+        card = card_of(directory)
+        ref = ModelRef(str(card.pmml_path.resolve()), card.model_version, card.features)
+        return ArmModel(ref, card.threshold if threshold is None else threshold)
+
+    per_arm = {
+        arm: resolved(own_dirs.get(arm) or str(default_dir), own_thresholds.get(arm, default_threshold))
+        for arm in scored
+    }
+    if default_dir is not None:
+        base = resolved(default_dir, default_threshold)
+    elif scored:
+        base = per_arm[scored[0]]
+    else:  # no model arm at all: the definition refuses the variants, but first it needs a model
+        raise ExperimentError("--model DIR is required.")
+    own = {arm: model for arm, model in per_arm.items() if model != base}
+    return base.model, base.threshold, own
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -68,24 +171,41 @@ def _kafka(bootstrap_servers: str | None, topic_prefix: str | None) -> KafkaSett
 
 
 def _verify_model(definition: ExperimentDefinition) -> None:
-    """Launch gate: the card next to the PMML must have passed parity and still describe the same PMML bytes."""
+    """Launch gate, for every arm's model: its card must have passed parity and still describe the same PMML bytes.
+
+    With arm models, an error names the arm(s) of the refused model and the experiment (one model for every arm
+    says what it always said).
+    """
+    by_model: dict[ModelRef, list[str]] = {}
+    for arm, ref in definition.models().items():
+        by_model.setdefault(ref, []).append(arm)
+    for ref, arms in by_model.items():
+        try:
+            _verify_arm_model(definition, ref)
+        except ModelError as error:
+            if not definition.arm_models:
+                raise
+            raise type(error)(f"arm {', '.join(arms)} of experiment '{definition.id}': {error}") from error
+
+
+def _verify_arm_model(definition: ExperimentDefinition, ref: ModelRef) -> None:
     from experiment.model.card import load_verified_model_card
     from experiment.model.digest import sha256_file
     from experiment.model.pmml_guard import check_pmml
 
-    pmml = Path(definition.model.pmml_path)
+    pmml = Path(ref.pmml_path)
     card = load_verified_model_card(pmml.parent)
-    if card.model_version != definition.model.model_version:
+    if card.model_version != ref.model_version:
         raise ModelError(
-            f"Experiment '{definition.id}' was created with model_version {definition.model.model_version}, but "
+            f"Experiment '{definition.id}' was created with model_version {ref.model_version}, but "
             f"{card.path} now describes {card.model_version}; create a new experiment for the new model."
         )
     if card.pmml_path.resolve() != pmml.resolve():
         if not pmml.is_file():
             raise ModelError(f"{pmml}: the PMML of experiment '{definition.id}' does not exist.")
         check_pmml(pmml)
-        if sha256_file(pmml) != definition.model.model_version:
-            raise ModelError(f"{pmml}: sha256 differs from model_version {definition.model.model_version}.")
+        if sha256_file(pmml) != ref.model_version:
+            raise ModelError(f"{pmml}: sha256 differs from model_version {ref.model_version}.")
 
 
 def _describe(definition: ExperimentDefinition) -> str:
@@ -93,10 +213,27 @@ def _describe(definition: ExperimentDefinition) -> str:
         f"{name} {weight:g}" + (" (control)" if name == definition.control != DEFAULT_CONTROL else "")
         for name, weight in definition.weights()
     )
+    models = ""
+    if definition.arm_models:  # a model per arm: name each (a one-model experiment reads as it always did)
+        models = "; " + ", ".join(
+            f"{arm} model {ref.model_version[:12]} threshold {definition.threshold_of(arm):g}"
+            for arm, ref in definition.models().items()
+        )
     return (
         f"{definition.id} version {definition.version} {definition.status} "
-        f"(traffic {definition.traffic:g}; {split}; category {definition.category}; threshold {definition.threshold:g})"
+        f"(traffic {definition.traffic:g}; {split}; category {definition.category}; "
+        f"threshold {definition.threshold:g}{models})"
     )
+
+
+def _arm_lines(definition: ExperimentDefinition) -> list[str]:
+    """One line per model arm, its full model version, threshold and PMML (only for a definition with arm models)."""
+    if not definition.arm_models:
+        return []
+    return [
+        f"arm {arm}: model {ref.model_version} threshold {definition.threshold_of(arm):g} ({ref.pmml_path})"
+        for arm, ref in definition.models().items()
+    ]
 
 
 @app.command()
@@ -106,9 +243,23 @@ def create(
     hypothesis: Annotated[str, typer.Option("--hypothesis", help="What should happen and why.", show_default=False)],
     owner: Annotated[str, typer.Option("--owner", help="Who answers for it.", show_default=False)],
     category: Annotated[str, typer.Option("--category", help="Category shown to treated customers, e.g. cat61.")],
-    model: Annotated[Path, typer.Option("--model", help="Model directory holding model.json and the PMML.")],
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            help="Model directory holding model.json and the PMML: DIR for every model arm, or ARM=DIR for one arm "
+            "(repeatable; champion vs challenger: --model champion=DIR1 --model challenger=DIR2).",
+            show_default=False,
+        ),
+    ] = None,
     threshold: Annotated[
-        float | None, typer.Option("--threshold", help="Show when P(show) >= this (default: the model card's).")
+        list[str] | None,
+        typer.Option(
+            "--threshold",
+            help="Show when P(show) >= this: X for every model arm, or ARM=X for one arm (repeatable; default: "
+            "each arm's model card's).",
+            show_default=False,
+        ),
     ] = None,
     traffic: Annotated[float, typer.Option("--traffic", help="Fraction of customers in the experiment, (0, 1].")] = 1.0,
     variants: Annotated[
@@ -142,31 +293,42 @@ def create(
         ),
     ] = None,
     salt: Annotated[str | None, typer.Option("--salt", help="Assignment salt (default: the id).")] = None,
+    segment_by: Annotated[
+        str | None,
+        typer.Option(
+            "--segment-by",
+            help="Session features to break the lift down by, comma-separated (e.g. cat3,cat7); recorded with "
+            "each first exposure.",
+            show_default=False,
+        ),
+    ] = None,
     bootstrap_servers: BootstrapServers = None,
     topic_prefix: TopicPrefix = None,
 ) -> None:
-    """Create an experiment in draft (version 1) from a trained model; refuses an existing id."""
+    """Create an experiment in draft (version 1) from trained models; refuses an existing id."""
     from experiment.kafka import control_plane
-    from experiment.model.card import load_model_card
 
-    card = load_model_card(model)
-    card.verify_pmml()  # the XML gate and the sha256, before the model is named in an experiment
+    arms = parse_variants(variants)
+    base_model, base_threshold, arm_models = _model_arms(model or [], threshold or [], arms, control)
+    segment_attributes = [name.strip() for name in segment_by.split(",")] if segment_by else []
     definition = ExperimentDefinition.new(
         id=experiment_id,
         name=name,
         hypothesis=hypothesis,
         owner=owner,
         category=category,
-        model=ModelRef(str(card.pmml_path.resolve()), card.model_version, card.features),
-        threshold=card.threshold if threshold is None else threshold,
+        model=base_model,
+        threshold=base_threshold,
         now_ms=_now_ms(),
         salt=salt,
         traffic=traffic,
-        variants=parse_variants(variants),
+        variants=arms,
         control=control,
         attribution_window_s=parse_duration(attribution_window),
         planned_sample_size=planned_sample_size,
         mde=mde,
+        arm_models=arm_models,
+        segment_attributes=segment_attributes,
     )
     control_plane.create(_kafka(bootstrap_servers, topic_prefix), definition)
     typer.echo(f"created {_describe(definition)}")
@@ -190,7 +352,7 @@ def _act(
 def launch(
     experiment_id: ExperimentId, bootstrap_servers: BootstrapServers = None, topic_prefix: TopicPrefix = None
 ) -> None:
-    """Start assigning customers (draft → running); refuses a model that failed parity or was changed."""
+    """Start assigning customers (draft → running); refuses any arm's model that failed parity or was changed."""
     _act("launch", "launched", experiment_id, bootstrap_servers, topic_prefix)
 
 
@@ -256,25 +418,33 @@ def list_(
         typer.echo(f"warning: skipped {snapshot.skipped} unreadable record(s) on the topic", err=True)
 
 
-def _unusable_model_line(definition: ExperimentDefinition, store_path: Path, wait_s: float = 3.0) -> str | None:
-    """The results store's word that the job cannot use this definition's model, or None (also without a store).
+def _unusable_model_lines(definition: ExperimentDefinition, store_path: Path, wait_s: float = 3.0) -> list[str]:
+    """The results store's word that the job cannot use an arm's model of this definition (none without a store).
 
-    The collector holds the store only while it writes a batch, so a busy store is retried briefly; a store that
-    stays busy gives a note instead of an error, since the definition itself was read fine.
+    One line per refused model version; with arm models each names its arm(s). The collector holds the store only
+    while it writes a batch, so a busy store is retried briefly; a store that stays busy gives a note instead of an
+    error, since the definition itself was read fine.
     """
     from experiment.results.store import ResultsStore
 
     if not store_path.exists():
-        return None
+        return []
+    arms_of: dict[str, list[str]] = {}
+    for arm, ref in definition.models().items():
+        arms_of.setdefault(ref.model_version, []).append(arm)
     deadline = time.monotonic() + wait_s
     while True:
         try:
             with ResultsStore(store_path, read_only=True) as results:
-                health = results.unusable_model(definition.id, definition.model.model_version)
-            return None if health is None else health.headline()
+                refused = [(arms, results.unusable_model(definition.id, v)) for v, arms in arms_of.items()]
+            return [
+                (f"arm {', '.join(arms)}: " if definition.arm_models else "") + health.headline()
+                for arms, health in refused
+                if health is not None
+            ]
         except InfraError as error:
             if time.monotonic() > deadline:
-                return f"note: model health unknown, the results store could not be read ({error})"
+                return [f"note: model health unknown, the results store could not be read ({error})"]
             time.sleep(0.1)
 
 
@@ -288,15 +458,15 @@ def show(
     bootstrap_servers: BootstrapServers = None,
     topic_prefix: TopicPrefix = None,
 ) -> None:
-    """Print the latest full definition of one experiment as JSON, and on stderr whether the job refuses its model.
+    """Print the latest full definition of one experiment as JSON; on stderr, arm models and refused models.
 
-    The model line goes to stderr so that the JSON on stdout can still be piped.
+    With arm models, each arm's model version and threshold; and whether the job refuses a model. These lines go to
+    stderr so that the JSON on stdout can still be piped.
     """
     from experiment.kafka import control_plane
 
     settings = cli_settings(bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix)
     definition = control_plane.get(settings.kafka, experiment_id)
     typer.echo(json.dumps(definition.to_dict(), sort_keys=True, indent=2))
-    line = _unusable_model_line(definition, store or settings.store_path)
-    if line:
+    for line in [*_arm_lines(definition), *_unusable_model_lines(definition, store or settings.store_path)]:
         typer.echo(line, err=True)

@@ -34,6 +34,16 @@ def _prefetch(store: ResultsStore, experiment: str, as_of_ms: int | None) -> Non
         logger.debug("prefetch failed experiment_id=%s reason=%r", experiment, error)
 
 
+def _dimensions(raw: str) -> list[str]:
+    """`age_band, gender` → `["age_band", "gender"]`; nothing named is an error (checked against the store later)."""
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    if not names:
+        raise ExperimentError(
+            f"--segments needs one or more dimensions, comma-separated (e.g. age_band,gender), or 'all'; got {raw!r}"
+        )
+    return names
+
+
 def report(
     experiment: Annotated[str, typer.Argument(help="Experiment id, e.g. cat61-v1.")],
     fmt: Annotated[str, typer.Option("--format", help="Output format: md, html, json or csv.")] = "md",
@@ -46,11 +56,21 @@ def report(
     ] = None,
     store: Annotated[Path | None, typer.Option("--store", help="Results store file (default: settings).")] = None,
     alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.05,
+    segments: Annotated[
+        str | None,
+        typer.Option(
+            "--segments",
+            help="Add the lift by segment for these dimensions, comma-separated (e.g. age_band,gender), or 'all'.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Write a report (definition, sample sizes, SRM, metrics by method, P(beat), CUPED, verdict) and summarise it.
 
     The file goes under `reports/` (git-ignored) unless `--out` says otherwise, so reports do not litter the working
     directory; the terminal gets the same summary the demo prints, then the path and the verdict on the last line.
+    With several model arms the report compares them all (Holm) and gives P(best); `--segments` adds the lift by
+    segment with the test of whether it differs between segments.
     """
     from experiment.results.store import ResultsStore, to_epoch_ms
     from experiment.runtime.config import load_settings
@@ -63,6 +83,7 @@ def report(
         as_of_ms = to_epoch_ms(as_of)
     except ValueError as error:
         raise ExperimentError(f"--as-of must be ISO-8601 or epoch ms; got {as_of!r} ({error})") from error
+    dimensions = None if segments is None else _dimensions(segments)
     path = store or load_settings().store_path
     with ResultsStore(path, read_only=True) as results:
         # The store's aggregate pass (DuckDB, which releases the GIL) runs in a thread while the statistics
@@ -78,7 +99,7 @@ def report(
             load_solver()
         finally:
             prefetch.join()
-        model = build_report(results, experiment, as_of=as_of_ms, alpha=alpha)
+        model = build_report(results, experiment, as_of=as_of_ms, alpha=alpha, segments=dimensions)
     target = write_report(model, fmt, out or REPORTS_DIR / f"{experiment}.{fmt}")
     print_summary(Console(), model)
     verdict = model.verdict

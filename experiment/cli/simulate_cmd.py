@@ -1,4 +1,4 @@
-"""`abflow simulate`: send ground-truth traffic for one experiment to Kafka and print the true lift."""
+"""`abflow simulate`: send ground-truth traffic for one experiment to Kafka and print each model arm's true lift."""
 
 from __future__ import annotations
 
@@ -29,10 +29,12 @@ def summary_lines(result: SimulationResult) -> list[str]:
     ]
     if not result.completed:
         lines.append(f"stopped after --duration: {result.events_sent} of {result.events_planned} events sent")
-    lift = result.true_lift
-    if lift is not None:
+    lifts = result.true_lifts or ([result.true_lift] if result.true_lift is not None else [])
+    for lift in lifts:
+        # One model arm against the control reads as it always did; more arms name what each line compares.
+        what = "the treatment policy" if len(lifts) == 1 else f"{lift.arm} vs {lift.baseline}"
         lines.append(
-            f"TRUE lift of the treatment policy (ground truth, {lift.customers} customers): "
+            f"TRUE lift of {what} (ground truth, {lift.customers} customers): "
             f"conversion {lift.control_rate:.4%} -> {lift.treatment_rate:.4%}, "
             f"absolute {lift.abs_lift:+.4%} (percentage points {lift.abs_lift * 100:+.3f}), "
             f"relative {lift.rel_lift:+.2%}; revenue/user {lift.control_revenue_per_user:.3f} -> "
@@ -54,7 +56,11 @@ def simulate(
     ] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ) -> None:
-    """Send sessions and purchases drawn from the ground truth; print what was sent and the TRUE lift."""
+    """Send sessions and purchases drawn from the ground truth; print what was sent and each model arm's TRUE lift.
+
+    Each model arm is decided with its own model and threshold; its true lift is given versus the control and,
+    with several model arms, versus each earlier one (challenger vs champion).
+    """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

@@ -1,4 +1,4 @@
-"""The simulator's edge: the experiment's definition and verified model in, its sessions and purchases out to Kafka.
+"""The simulator's edge: the experiment's definition and verified models in, its sessions and purchases out to Kafka.
 
 Why apart from `experiment.simulation`: the simulator is pure (ground truth, the job's decision rules, the event plan,
 rate limiting) and runs in tests without a broker or a model file; everything that touches Kafka or reads the model
@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from experiment.core.errors import InfraError
-from experiment.core.view import ExperimentView, parse_definition
+from experiment.core.view import ArmSpec, ExperimentView, parse_definition
 
 if TYPE_CHECKING:
     from experiment.runtime.config import Settings
     from experiment.simulation.simulator import BatchScorer, SimulationConfig, SimulationResult
 
-__all__ = ["load_experiment", "load_scorer", "run_simulation"]
+__all__ = ["load_experiment", "load_scorer", "load_scorers", "run_simulation"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +51,28 @@ def _reference_rows(pmml_path: str) -> str | None:
     return str(data_dir) if (Path(data_dir) / "X_test.csv").is_file() else None
 
 
-def load_scorer(view: ExperimentView) -> BatchScorer:
-    """The experiment's verified scorer; the PMML passes the XML gate before anything (pypmml included) reads it."""
+def load_scorer(model: ExperimentView | ArmSpec) -> BatchScorer:
+    """One model's verified scorer (an arm's, or the experiment's).
+
+    The PMML passes the XML gate before anything (pypmml included) reads it.
+    """
     from experiment.model.pmml_guard import check_pmml
     from flink_pipeline.scoring import load_verified_scorer
 
-    check_pmml(view.pmml_path)
-    return load_verified_scorer(view.pmml_path, view.model_version, _reference_rows(view.pmml_path))
+    check_pmml(model.pmml_path)
+    return load_verified_scorer(model.pmml_path, model.model_version, _reference_rows(model.pmml_path))
+
+
+def load_scorers(view: ExperimentView) -> dict[str, BatchScorer]:
+    """Every model arm's verified scorer by arm name; a model shared by several arms is loaded once."""
+    loaded: dict[tuple[str, str], BatchScorer] = {}
+    scorers: dict[str, BatchScorer] = {}
+    for spec in view.arms:
+        key = (spec.model_version, spec.pmml_path)
+        if key not in loaded:
+            loaded[key] = load_scorer(spec)
+        scorers[spec.variant] = loaded[key]
+    return scorers
 
 
 def run_simulation(
@@ -70,7 +85,7 @@ def run_simulation(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> SimulationResult:
-    """Read the experiment, load its model, and send the simulated sessions and outcomes to Kafka."""
+    """Read the experiment, load every arm's model, and send the simulated sessions and outcomes to Kafka."""
     from experiment.kafka.clients import make_producer
     from experiment.kafka.topics import OUTCOMES, SESSIONS, ensure_topics
     from experiment.simulation.simulator import simulate
@@ -79,8 +94,9 @@ def run_simulation(
     say = stage or (lambda _message: None)
     say(f"reading experiment {experiment_id}")
     view = load_experiment(settings, experiment_id)
-    say(f"loading and verifying model {view.model_version[:12]}")
-    scorer = load_scorer(view)
+    versions = dict.fromkeys(spec.model_version[:12] for spec in view.arms)
+    say(f"loading and verifying model{'s' if len(versions) > 1 else ''} {', '.join(versions)}")
+    scorers = load_scorers(view)
     topics = {name: settings.kafka.topic(name) for name in (SESSIONS, OUTCOMES)}
     ensure_topics(settings.kafka)
     producer = make_producer(settings.kafka, linger_ms=20, batch_size=256 * 1024, client_id="abflow-simulator")
@@ -92,7 +108,7 @@ def run_simulation(
 
     try:
         result = simulate(
-            view, scorer, config, send, topics=topics, progress=progress, stage=stage, clock=clock, sleep=sleep
+            view, scorers, config, send, topics=topics, progress=progress, stage=stage, clock=clock, sleep=sleep
         )
         producer.flush()
     finally:

@@ -6,9 +6,11 @@ calls these functions and emits what they return. Nothing here does I/O; time co
 
 The rules, each a function below:
 
-- Only running experiments assign; one whose model cannot be used assigns nobody, in any arm (skipping only the
-  treatment would unbalance the arms and bias the comparison).
-- The control arm is never scored; a scored arm is shown iff score >= threshold (`decide`, `decide_many`).
+- Only running experiments assign; one with any arm's model unusable assigns nobody, in any arm (skipping only the
+  arms of that model would unbalance the arms and bias the comparison; `arm_scorers`).
+- The control arm is never scored; every other arm is scored by its own model (`ExperimentView.arm`: the arm's
+  own model from `arm_models`, else the experiment's) and shown iff score >= its own threshold (`decide`,
+  `decide_many`).
 - The first exposure per (customer, experiment) is kept forever: variant, event time, pre-period purchases.
 - An outcome belongs to an exposure iff exposure.ts <= outcome.ts <= exposure.ts + attribution window.
 - An outcome that arrives while some running experiment has not exposed the customer (or none runs yet) is held
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 from experiment.core.assignment import assign
 from experiment.core.events import Outcome, Session
-from experiment.core.view import ExperimentView
+from experiment.core.view import ArmSpec, ExperimentView
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "STATE_FORMAT",
+    "ArmScorers",
     "Assigned",
     "Attribution",
     "CustomerState",
@@ -49,6 +52,7 @@ __all__ = [
     "SkipReason",
     "Skipped",
     "Unattributed",
+    "arm_scorers",
     "decide",
     "decide_many",
     "decide_session",
@@ -78,6 +82,10 @@ class Scorer(Protocol):
     def score_one(self, features: Mapping[str, float]) -> float:  # pragma: no cover - protocol
         """P(class = 1)."""
         ...
+
+
+#: Every scored arm's scorer of one experiment, by variant name (what `decide_session` scores an arm with).
+ArmScorers = Mapping[str, Scorer]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -181,12 +189,16 @@ def decide_many(
 
 
 class Assigned(NamedTuple):
-    """A running experiment's decision for one session; `score` is None when the arm is not scored."""
+    """A running experiment's decision for one session; `score` is None when the arm is not scored.
+
+    `spec` is the arm's model and threshold (`ExperimentView.arm`), None for the control.
+    """
 
     view: ExperimentView
     variant: str
     score: float | None
     decision: Decision
+    spec: ArmSpec | None = None
 
 
 class Skipped(NamedTuple):
@@ -196,33 +208,57 @@ class Skipped(NamedTuple):
     reason: SkipReason
 
 
+def arm_scorers(
+    view: ExperimentView, scorer_of: Callable[[ExperimentView, ArmSpec], Scorer | None]
+) -> dict[str, Scorer] | None:
+    """Each scored arm's scorer by variant, or None when ANY arm's model is unusable (`scorer_of` gave None).
+
+    None makes the whole experiment assign nobody (`decide_session`): assigning the other arms while one lacks its
+    model would bias the comparison. Every arm is asked, also after an unusable one, so that every model is loaded
+    (and its health known) at once. Resolve this once per view, not per session (the job caches it per view).
+    """
+    scorers: dict[str, Scorer] = {}
+    usable = True
+    for spec in view.arms:
+        scorer = scorer_of(view, spec)
+        if scorer is None:
+            usable = False
+        else:
+            scorers[spec.variant] = scorer
+    return scorers if usable else None
+
+
 def decide_session(
     customer_id: str,
     features: Mapping[str, float],
     views: Iterable[ExperimentView],
-    scorer_of: Callable[[ExperimentView], Scorer | None],
+    scorers_of: Callable[[ExperimentView], ArmScorers | None],
 ) -> tuple[Assigned | Skipped, ...]:
     """Every experiment's decision for one session, in the order of `views`; needs no customer history.
 
-    `scorer_of` gives the experiment's model, or None when it cannot be used; it is asked for running experiments
-    only, and the model scores only scored arms. A non-finite score raises (see `decide`).
+    `scorers_of` gives the experiment's scorer per scored arm (`arm_scorers`), or None when any of its models is
+    unusable; it is asked for running experiments only. A customer's arm is scored by its own model only, with
+    its own threshold; the control by none. A non-finite score raises (see `decide`).
     """
     arms: list[Assigned | Skipped] = []
     for view in views:
         if not view.is_running:
             arms.append(Skipped(view, "not_running"))
             continue
-        scorer = scorer_of(view)
-        if scorer is None:
+        scorers = scorers_of(view)
+        if scorers is None:
             arms.append(Skipped(view, "model_unusable"))
             continue
         variant = assign(view.salt, customer_id, view.traffic, view.weights)
         if variant is None:
             arms.append(Skipped(view, "not_in_traffic"))
             continue
-        scored = view.is_scored(variant)
-        score = float(scorer.score_one(features)) if scored else None
-        arms.append(Assigned(view, variant, score, decide(score, view.threshold, scored)))
+        spec = view.arm(variant)
+        if spec is None:  # the control: never scored
+            arms.append(Assigned(view, variant, None, "hide"))
+            continue
+        score = float(scorers[variant].score_one(features))
+        arms.append(Assigned(view, variant, score, decide(score, spec.threshold, True), spec))
     return tuple(arms)
 
 

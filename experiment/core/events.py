@@ -396,8 +396,13 @@ def assignment_record(
     event_ts: int,
     decided_ts: int,
     pre_period_purchases: int,
+    segments: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """An `assignments` record: one per (session, running experiment); `score` is None for the control."""
+    """An `assignments` record: one per (session, running experiment); `score` is None for the control.
+
+    `segments` are the first exposure's segments (`experiment.core.segments.segments_of`): an object on the
+    record with `first_exposure` true, null on every other one (a segment is fixed at the first exposure).
+    """
     return {
         "event_id": event_id,
         "experiment_id": experiment_id,
@@ -411,6 +416,7 @@ def assignment_record(
         "event_ts": event_ts,
         "decided_ts": decided_ts,
         "pre_period_purchases": pre_period_purchases,
+        "segments": None if segments is None else dict(segments),
     }
 
 

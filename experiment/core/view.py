@@ -9,7 +9,8 @@ schema); a value that fails there is skipped and counted by the job, never fatal
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from experiment.core.definition import ExperimentDefinition
 
@@ -44,16 +45,33 @@ class ExperimentView:
     features: tuple[str, ...]
     attribution_window_ms: int
     #: Every scored arm, in declared order, with its own model and threshold (the experiment's when it has none).
+    #: Left empty (a view built by hand), it is every non-control arm on the experiment's model and threshold.
     arms: tuple[ArmSpec, ...] = ()
     #: Session features recorded with each first exposure for the segment breakdown (besides the built-in ones).
     segment_attributes: tuple[str, ...] = ()
+    #: `arms` by variant name, built once here: the job looks an arm up per session.
+    _by_variant: Mapping[str, ArmSpec] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        arms = self.arms
+        if not arms:
+            arms = tuple(
+                ArmSpec(name, self.pmml_path, self.model_version, tuple(self.features), self.threshold)
+                for name, _weight in self.weights
+                if name != self.control
+            )
+            object.__setattr__(self, "arms", arms)
+        scored = [name for name, _weight in self.weights if name != self.control]
+        if [spec.variant for spec in arms] != scored:
+            raise ValueError(
+                f"experiment {self.id!r}: the scored arms {[spec.variant for spec in arms]} must be every arm but "
+                f"the control, in declared order: {scored}"
+            )
+        object.__setattr__(self, "_by_variant", {spec.variant: spec for spec in arms})
 
     def arm(self, variant: str) -> ArmSpec | None:
-        """The scored arm `variant`, or None for the control (a linear scan: experiments have a handful of arms)."""
-        for spec in self.arms:
-            if spec.variant == variant:
-                return spec
-        return None
+        """The scored arm `variant` (its model and threshold), or None for the control."""
+        return self._by_variant.get(variant)
 
     @property
     def is_running(self) -> bool:

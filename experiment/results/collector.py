@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import msgspec
 
 from experiment.core.errors import DataValidationError, InfraError
-from experiment.results.schema import MAX_PRE_PERIOD_PURCHASES, ROW_BUILDERS
+from experiment.core.segments import MAX_SEGMENT_CHARS, MAX_SEGMENTS
+from experiment.results.schema import MAX_PRE_PERIOD_PURCHASES, ROW_BUILDERS, segments_json
 from experiment.stats.sufficient import to_cents
 
 if TYPE_CHECKING:
@@ -53,6 +54,14 @@ DEFAULT_GROUP = "abflow-collector"
 _DECODER = msgspec.json.Decoder()
 
 _Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+#: A first exposure's segments, as `schema.assignment_row` accepts them (lengths in characters, as Python counts).
+_Segments = Annotated[
+    dict[
+        Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SEGMENT_CHARS)],
+        Annotated[str, msgspec.Meta(max_length=MAX_SEGMENT_CHARS)],
+    ],
+    msgspec.Meta(max_length=MAX_SEGMENTS),
+]
 
 
 class _AssignmentRecord(msgspec.Struct, kw_only=True):
@@ -75,6 +84,7 @@ class _AssignmentRecord(msgspec.Struct, kw_only=True):
     event_ts: _Int64
     decided_ts: _Int64 | None = None
     pre_period_purchases: Annotated[int, msgspec.Meta(ge=0, le=MAX_PRE_PERIOD_PURCHASES)] = 0
+    segments: _Segments | None = None
 
 
 class _OutcomeRecord(msgspec.Struct, kw_only=True):
@@ -98,7 +108,11 @@ _CENTS_MAX = 2**63 - 1
 
 def _assignment_fast(raw: bytes) -> tuple[Any, ...]:
     """The row of a well-formed assignment (the same tuple `schema.assignment_row` builds)."""
-    return msgspec.structs.astuple(_ASSIGNMENT_DECODER.decode(raw))
+    rec = _ASSIGNMENT_DECODER.decode(raw)
+    row = msgspec.structs.astuple(rec)
+    if rec.segments is None:  # every exposure but a customer's first
+        return row
+    return (*row[:-1], segments_json(rec.segments))
 
 
 def _outcome_fast(raw: bytes) -> tuple[Any, ...]:

@@ -19,7 +19,16 @@ from typing import TYPE_CHECKING, Literal
 
 from experiment.core.definition import DEFAULT_CONTROL
 from experiment.core.errors import ExperimentError
-from experiment.results.report_model import MetricRow, ModelNotice, Report, build_report
+from experiment.results.report_model import (
+    ArmsSection,
+    MetricRow,
+    ModelNotice,
+    Report,
+    SegmentDimension,
+    SegmentsSection,
+    build_report,
+    short_versions,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -46,6 +55,27 @@ FORMATS: tuple[str, ...] = ("md", "html", "json", "csv")
 #: Where reports go unless told otherwise (git-ignored): `abflow report` and the demo write here.
 REPORTS_DIR = Path("reports")
 _CSV_COLUMNS = [f.name for f in dataclasses.fields(MetricRow)]
+#: Columns appended when a report has an arms or a segments section (a two-arm report keeps the columns above):
+#: `section` tells the row's kind (`metrics`, `arm`, `arm_comparison`, `segment`, `heterogeneity`).
+_CSV_EXTRA_COLUMNS = [
+    "section",
+    "baseline",
+    "comparison",
+    "dimension",
+    "segment",
+    "control_users",
+    "treatment_users",
+    "users",
+    "weight",
+    "conversion_rate",
+    "model_version",
+    "threshold",
+    "prob_best",
+    "q_statistic",
+    "q_df",
+    "i_squared",
+    "summary",
+]
 _LABELS = {"fixed_horizon": "fixed-horizon", "sequential": "sequential (always valid)", "cuped": "CUPED"}
 
 
@@ -76,14 +106,263 @@ def _decision(report: Report) -> str:
     return report.verdict.decision.replace("_", " ").upper()
 
 
+def _arms_csv_rows(arms: ArmsSection) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for a in arms.arms:
+        rows.append(
+            {
+                "section": "arm",
+                "arm": a.name,
+                "metric": "conversion",
+                "comparison": a.role,
+                "users": a.users,
+                "weight": a.weight,
+                "conversion_rate": a.conversion_rate,
+                "model_version": a.model_version,
+                "threshold": a.threshold,
+                "prob_best": a.prob_best,
+                "reasons": "" if a.prob_best is not None else arms.prob_best_reasons,
+            }
+        )
+    for c in arms.comparisons:
+        rows.append(
+            {
+                "section": "arm_comparison",
+                "arm": c.arm,
+                "metric": c.metric,
+                "role": "primary",
+                "analysis": "fixed_horizon",
+                "method": c.method,
+                "control_value": c.baseline_value,
+                "treatment_value": c.arm_value,
+                "abs_diff": c.abs_diff,
+                "abs_ci_lower": c.abs_ci_lower,
+                "abs_ci_upper": c.abs_ci_upper,
+                "rel_lift": c.rel_lift,
+                "rel_ci_lower": c.rel_ci_lower,
+                "rel_ci_upper": c.rel_ci_upper,
+                "p_value": c.p_value,
+                "p_value_holm": c.p_value_holm,
+                "reasons": c.reasons,
+                "baseline": c.baseline,
+                "comparison": c.kind,
+            }
+        )
+    return rows
+
+
+def _segments_csv_rows(segments: SegmentsSection) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for d in segments.dimensions:
+        for r in d.rows:
+            rows.append(
+                {
+                    "section": "segment",
+                    "arm": r.arm,
+                    "metric": r.metric,
+                    "role": "primary",
+                    "analysis": "fixed_horizon",
+                    "method": r.method,
+                    "control_value": r.control_value,
+                    "treatment_value": r.treatment_value,
+                    "abs_diff": r.abs_diff,
+                    "abs_ci_lower": r.abs_ci_lower,
+                    "abs_ci_upper": r.abs_ci_upper,
+                    "rel_lift": r.rel_lift,
+                    "rel_ci_lower": r.rel_ci_lower,
+                    "rel_ci_upper": r.rel_ci_upper,
+                    "p_value": r.p_value,
+                    "p_value_bh": r.p_value_bh,
+                    "reasons": r.reasons,
+                    "dimension": r.dimension,
+                    "segment": r.segment,
+                    "control_users": r.control_users,
+                    "treatment_users": r.treatment_users,
+                }
+            )
+        for h in d.heterogeneity:
+            rows.append(
+                {
+                    "section": "heterogeneity",
+                    "arm": h.arm,
+                    "metric": h.metric,
+                    "role": "primary",
+                    "method": h.method,
+                    "abs_diff": h.pooled_abs_diff,
+                    "abs_ci_lower": h.pooled_abs_ci_lower,
+                    "abs_ci_upper": h.pooled_abs_ci_upper,
+                    "p_value": h.p_value,
+                    "reasons": h.reasons,
+                    "dimension": h.dimension,
+                    "q_statistic": h.statistic,
+                    "q_df": h.df,
+                    "i_squared": h.i_squared,
+                    "summary": h.summary,
+                }
+            )
+    return rows
+
+
 def render_csv(report: Report) -> str:
-    """One row per arm × metric × analysis (fixed_horizon, sequential, cuped)."""
+    """One row per arm × metric × analysis (fixed_horizon, sequential, cuped).
+
+    A report with an arms or a segments section appends their rows, marked by an added `section` column (and the
+    columns only they fill); the metric rows keep their values in the same columns.
+    """
+    extended = report.arms is not None or report.segments is not None
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=_CSV_COLUMNS, lineterminator="\n")
+    columns = _CSV_COLUMNS + (_CSV_EXTRA_COLUMNS if extended else [])
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", restval="")
     writer.writeheader()
     for row in report.metric_rows:
-        writer.writerow({k: "" if v is None else v for k, v in dataclasses.asdict(row).items()})
+        values = {k: "" if v is None else v for k, v in dataclasses.asdict(row).items()}
+        writer.writerow({**values, "section": "metrics"} if extended else values)
+    extra: list[dict[str, object]] = []
+    if report.arms is not None:
+        extra += _arms_csv_rows(report.arms)
+    if report.segments is not None:
+        extra += _segments_csv_rows(report.segments)
+    for line in extra:
+        writer.writerow({k: "" if v is None else v for k, v in line.items()})
     return buffer.getvalue()
+
+
+def _kind(metric: str) -> str:
+    return "pct" if metric == "conversion" else "g"
+
+
+def _threshold(value: float | None) -> str:
+    return "—" if value is None else f"{value:g}"
+
+
+def _arms_intro(arms: ArmsSection) -> str:
+    srm = arms.srm
+    return (
+        f"Every model arm against {arms.control} and each pair of model arms on {arms.metric} (fixed-horizon; "
+        f"a pair reads later-declared − earlier-declared), Holm-adjusted across these {len(arms.comparisons)} "
+        "comparisons. P(best): probability that the arm has the highest conversion rate, from Beta(1 + "
+        f"conversions, 1 + non-conversions) posteriors. Sample-ratio mismatch across all {len(arms.arms)} arms: "
+        f"p = {_num(srm.p_value, 'p')} ({'ALARM' if srm.alarm else 'ok'})."
+    )
+
+
+def _arm_table_rows(arms: ArmsSection) -> list[list[str]]:
+    short = short_versions([a.model_version for a in arms.arms])
+    return [
+        [
+            a.name,
+            a.role,
+            "—" if a.model_version is None else short[a.model_version],
+            _threshold(a.threshold),
+            str(a.users),
+            _num(a.conversion_rate, "pct"),
+            _num(a.prob_best, "p"),
+        ]
+        for a in arms.arms
+    ]
+
+
+_ARM_HEADERS = ["arm", "role", "model version", "threshold", "users", "conversion rate", "P(best)"]
+_ARM_COMPARISON_HEADERS = ["comparison", "baseline", "arm", "abs diff [CI]", "rel lift [CI]", "p", "p Holm"]
+
+
+def _arm_comparison_rows(arms: ArmsSection) -> list[list[str]]:
+    kind = _kind(arms.metric)
+    return [
+        [
+            c.label,
+            _num(c.baseline_value, kind),
+            _num(c.arm_value, kind),
+            f"{_num(c.abs_diff, kind)} [{_num(c.abs_ci_lower, kind)}, {_num(c.abs_ci_upper, kind)}]",
+            f"{_num(c.rel_lift, 'pct')} [{_num(c.rel_ci_lower, 'pct')}, {_num(c.rel_ci_upper, 'pct')}]",
+            _num(c.p_value, "p"),
+            _num(c.p_value_holm, "p"),
+        ]
+        for c in arms.comparisons
+    ]
+
+
+def _md_table(headers: list[str], aligns: str, rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" if a == "r" else "---" for a in aligns) + "|"]
+    out += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return out
+
+
+def _md_arms(arms: ArmsSection) -> list[str]:
+    return [
+        "## Arms",
+        "",
+        _arms_intro(arms),
+        "",
+        *_md_table(_ARM_HEADERS, "lllrrrr", _arm_table_rows(arms)),
+        "",
+        *_md_table(_ARM_COMPARISON_HEADERS, "lrrllrr", _arm_comparison_rows(arms)),
+        "",
+    ]
+
+
+def _segments_intro(segments: SegmentsSection) -> str:
+    return (
+        f"Lift of {segments.metric} by segment: each treatment arm against {segments.control} among the segment's "
+        "users (fixed-horizon), by the segment of each customer's first exposure (`unknown`: not recorded). "
+        "p BH: Benjamini–Hochberg across one arm's segments of a dimension. Whether the lift differs between "
+        "segments: Cochran's Q (inverse-variance weights; I² = share of the variation beyond chance)."
+    )
+
+
+_SEGMENT_HEADERS = [
+    "segment",
+    "arm",
+    "users control",
+    "users arm",
+    "control",
+    "arm value",
+    "abs diff [CI]",
+    "rel lift [CI]",
+    "p",
+    "p BH",
+    "note",
+]
+
+
+def _segment_rows(d: SegmentDimension) -> list[list[str]]:
+    kind = _kind(d.metric)
+    return [
+        [
+            r.segment,
+            r.arm,
+            str(r.control_users),
+            str(r.treatment_users),
+            _num(r.control_value, kind),
+            _num(r.treatment_value, kind),
+            f"{_num(r.abs_diff, kind)} [{_num(r.abs_ci_lower, kind)}, {_num(r.abs_ci_upper, kind)}]",
+            f"{_num(r.rel_lift, 'pct')} [{_num(r.rel_ci_lower, 'pct')}, {_num(r.rel_ci_upper, 'pct')}]",
+            _num(r.p_value, "p"),
+            _num(r.p_value_bh, "p"),
+            r.note,
+        ]
+        for r in d.rows
+    ]
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _md_segments(segments: SegmentsSection) -> list[str]:
+    out = ["## Segments", "", _segments_intro(segments), ""]
+    if not segments.dimensions:
+        out += ["No segment dimension is recorded for this experiment yet.", ""]
+    for d in segments.dimensions:
+        out += [f"### {d.dimension}", ""]
+        if d.note:
+            out += [d.note[0].upper() + d.note[1:] + ".", ""]
+            continue
+        out += [f"- {h.summary}" for h in d.heterogeneity]
+        cells = [[_md_cell(c) for c in row] for row in _segment_rows(d)]
+        out += ["", *_md_table(_SEGMENT_HEADERS, "llrrrrllrrl", cells)]
+        out.append("")
+    return out
 
 
 def render_md(report: Report) -> str:
@@ -135,6 +414,8 @@ def render_md(report: Report) -> str:
         f"Chi-square p = {_num(srm.p_value, 'p')} (alarm below {srm.threshold}): **{'ALARM' if srm.alarm else 'ok'}**",
         "",
     ]
+    if report.arms is not None:
+        out += _md_arms(report.arms)
     out += [
         "## Metrics",
         "",
@@ -166,7 +447,10 @@ def render_md(report: Report) -> str:
     power = a.achievable_mde
     if power is not None and power.mde_rel is not None:
         out.append(f"- Minimum detectable relative lift now (80 % power): {_num(power.mde_rel, 'pct')}")
-    out += ["", "## Methods", ""]
+    out.append("")
+    if report.segments is not None:
+        out += _md_segments(report.segments)
+    out += ["## Methods", ""]
     out += [f"- **{k}**: {text}" for k, text in sorted(a.methods.items())]
     return "\n".join(out) + "\n"
 
@@ -230,6 +514,36 @@ def _metric_cells(r: MetricRow) -> list[str]:
     ]
 
 
+def _html_arms(arms: ArmsSection) -> str:
+    e = html.escape
+    return "\n".join(
+        [
+            "<h2>Arms</h2>",
+            f"<p>{e(_arms_intro(arms))}</p>",
+            _html_table(_ARM_HEADERS, _arm_table_rows(arms)),
+            _html_table(_ARM_COMPARISON_HEADERS, _arm_comparison_rows(arms)),
+        ]
+    )
+
+
+def _html_segments(segments: SegmentsSection) -> str:
+    from experiment.results.forest_plot import segment_forest_svg
+
+    e = html.escape
+    parts = ["<h2>Segments</h2>", f"<p>{e(_segments_intro(segments))}</p>"]
+    if not segments.dimensions:
+        parts.append("<p>No segment dimension is recorded for this experiment yet.</p>")
+    for d in segments.dimensions:
+        parts.append(f"<h3>{e(d.dimension)}</h3>")
+        if d.note:
+            parts.append(f"<p>{e(d.note[0].upper() + d.note[1:])}.</p>")
+            continue
+        parts.append("<ul>" + "".join(f"<li>{e(h.summary)}</li>" for h in d.heterogeneity) + "</ul>")
+        parts.append(f"<div class='forest'>{segment_forest_svg(d, alpha=segments.alpha)}</div>")
+        parts.append(_html_table(_SEGMENT_HEADERS, _segment_rows(d)))
+    return "\n".join(parts)
+
+
 def render_html(report: Report) -> str:
     """A self-contained HTML page (plotly.js inlined) with the lift-over-time chart and the tables."""
     d, a, s, v = report.experiment, report.analysis, report.sample_size, report.verdict
@@ -283,10 +597,12 @@ def render_html(report: Report) -> str:
         "<h2>Sample-ratio mismatch</h2>",
         f"<p>Chi-square p = {_num(srm.p_value, 'p')} (alarm below {srm.threshold}): "
         f"<b>{'ALARM' if srm.alarm else 'ok'}</b></p>",
+        *([] if report.arms is None else [_html_arms(report.arms)]),
         "<h2>Lift over time</h2>",
         _figure_html(report),
         "<h2>Metrics</h2>",
         _html_table(_METRIC_HEADERS, [_metric_cells(r) for r in report.metric_rows]),
+        *([] if report.segments is None else [_html_segments(report.segments)]),
         "<h2>Methods</h2><ul>",
         "".join(f"<li><b>{e(k)}</b>: {e(t)}</li>" for k, t in sorted(a.methods.items())),
         "</ul></body></html>",
@@ -337,11 +653,42 @@ def print_summary(console: Console, report: Report, *, notes: Sequence[str] = ()
                 f"{_pct(fixed.rel_lift)}, p = {_num(fixed.p_value)} ({fixed.method})"
             )
         )
+    if report.arms is not None:
+        _print_arms(console, report.arms)
     srm = report.srm
     console.print(f"sample ratio mismatch: p = {_num(srm.p_value)} ({'ALARM' if srm.alarm else 'no alarm'})")
+    if report.segments is not None:
+        for d in report.segments.dimensions:
+            lines = [d.note or ""] if d.note else [h.summary for h in d.heterogeneity]
+            for line in lines:
+                console.print(escape(f"segments by {d.dimension}: {line}"))
     for note in notes:
         console.print(note)
     console.print(f"[bold]verdict: {_decision(report)}[/bold] " + escape(report.verdict.explanation))
+
+
+def _print_arms(console: Console, arms: ArmsSection) -> None:
+    """The arms' models and P(best), then the between-arm comparisons (each arm vs control is printed above)."""
+    from rich.markup import escape
+
+    short = short_versions([a.model_version for a in arms.arms])
+    for a in arms.arms:
+        what = (
+            "control, not scored"
+            if a.model_version is None
+            else (f"model {short[a.model_version]}, threshold {_threshold(a.threshold)}")
+        )
+        console.print(escape(f"arm {a.name} ({what}): P(best) = {_num(a.prob_best)}"))
+    for c in arms.comparisons:
+        if c.kind != "between_arms":
+            continue
+        console.print(
+            escape(
+                f"{c.label}, {c.metric}: abs diff {_num(c.abs_diff)} {1 - arms.alpha:.0%} CI [{_num(c.abs_ci_lower)}, "
+                f"{_num(c.abs_ci_upper)}], p = {_num(c.p_value)}, Holm p = {_num(c.p_value_holm)} "
+                f"(across all {len(arms.comparisons)} arm comparisons)"
+            )
+        )
 
 
 def write_report(report: Report, fmt: str, out: str | Path) -> Path:

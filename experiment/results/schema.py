@@ -6,6 +6,13 @@ transactions and queries. A record that fails here raises `DataValidationError` 
 it. Every column is checked against its SQL type (text that UTF-8 can hold, integers that fit BIGINT, finite
 numbers), so no single record can fail a batch's insert. An experiment definition must pass the definition's own
 parser (`experiment.core.definition`), the same one every reader and the job use.
+
+`segments` (the first exposure's segments, `experiment.core.segments`) is a column on `assignments` and on
+`first_exposures` holding the JSON object as canonical text (`segments_json`: compact, keys sorted), null on every
+other exposure and on records written before the field existed. Text rather than a MAP column: a MAP costs DuckDB
+several times more to write (each entry is two list elements), and the collector writes far more often than anyone
+asks for segments; the segment queries read it with DuckDB's JSON functions. A store created before the column
+gets it on its first writable open (`SEGMENT_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -15,9 +22,12 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
+
 from experiment.core.definition import ExperimentDefinition
 from experiment.core.errors import DataValidationError, ExperimentError
 from experiment.core.events import HEALTH_STATUSES
+from experiment.core.segments import MAX_SEGMENT_CHARS, MAX_SEGMENTS
 from experiment.stats.sufficient import to_cents
 
 __all__ = [
@@ -29,26 +39,32 @@ __all__ = [
     "OUTCOME_COLUMNS",
     "ROW_BUILDERS",
     "SCHEMA",
+    "SEGMENTS_TYPE",
+    "SEGMENT_COLUMNS",
     "assignment_row",
     "dead_row",
     "experiment_row",
     "health_row",
     "outcome_row",
+    "segments_json",
 ]
 
-FIRST_EXPOSURES_TABLE = """CREATE TABLE IF NOT EXISTS first_exposures (
+#: The SQL type of `segments`: the JSON object {segment name: value} as text (`segments_json`).
+SEGMENTS_TYPE = "VARCHAR"
+
+FIRST_EXPOSURES_TABLE = f"""CREATE TABLE IF NOT EXISTS first_exposures (
         experiment_id VARCHAR NOT NULL, customer_id VARCHAR NOT NULL, event_ts BIGINT NOT NULL,
         event_id VARCHAR NOT NULL, variant VARCHAR NOT NULL, pre_period_purchases BIGINT NOT NULL,
-        PRIMARY KEY (experiment_id, customer_id))"""
+        segments {SEGMENTS_TYPE}, PRIMARY KEY (experiment_id, customer_id))"""
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS experiments (
         id VARCHAR PRIMARY KEY, version BIGINT NOT NULL, updated_ts BIGINT, definition VARCHAR NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS assignments (
+    f"""CREATE TABLE IF NOT EXISTS assignments (
         experiment_id VARCHAR NOT NULL, event_id VARCHAR NOT NULL, experiment_version BIGINT,
         customer_id VARCHAR NOT NULL, variant VARCHAR NOT NULL, score DOUBLE, decision VARCHAR,
         model_version VARCHAR, first_exposure BOOLEAN, event_ts BIGINT NOT NULL, decided_ts BIGINT,
-        pre_period_purchases BIGINT NOT NULL, PRIMARY KEY (experiment_id, event_id))""",
+        pre_period_purchases BIGINT NOT NULL, segments {SEGMENTS_TYPE}, PRIMARY KEY (experiment_id, event_id))""",
     """CREATE TABLE IF NOT EXISTS outcomes (
         experiment_id VARCHAR NOT NULL, outcome_event_id VARCHAR NOT NULL, customer_id VARCHAR NOT NULL,
         variant VARCHAR, ts BIGINT NOT NULL, converted BOOLEAN NOT NULL, revenue_cents BIGINT NOT NULL,
@@ -68,6 +84,11 @@ SCHEMA = (
     FIRST_EXPOSURES_TABLE,
 )
 
+#: Columns added after the first stores were written: (table, column), each of type `SEGMENTS_TYPE`. The store adds
+#: any that an existing file lacks on its first writable open (existing rows get null); a read-only reader of such a
+#: file reads them as null.
+SEGMENT_COLUMNS = (("assignments", "segments"), ("first_exposures", "segments"))
+
 ASSIGNMENT_COLUMNS = (
     "experiment_id",
     "event_id",
@@ -81,6 +102,7 @@ ASSIGNMENT_COLUMNS = (
     "event_ts",
     "decided_ts",
     "pre_period_purchases",
+    "segments",
 )
 OUTCOME_COLUMNS = (
     "experiment_id",
@@ -183,6 +205,50 @@ def _optional_number(rec: Mapping[str, Any], kind: str, name: str) -> float | in
     return value
 
 
+def _segments(rec: Mapping[str, Any], kind: str) -> str | None:
+    """The optional `segments`: null/absent, or an object of at most 32 str -> str entries, each at most 64 chars.
+
+    Keys must not be empty (a dimension needs a name). Anything else refuses the record, like any other bad column:
+    the segment queries would group by garbage. Returns the canonical text the column holds (`segments_json`).
+    """
+    value = rec.get("segments")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _fail(rec, kind, f"segments must be an object or null, got {_type_name(value)}")
+    if len(value) > MAX_SEGMENTS:
+        raise _fail(rec, kind, f"segments must hold at most {MAX_SEGMENTS} entries, got {len(value)}")
+    for key, item in value.items():
+        if not isinstance(key, str) or not key or len(key) > MAX_SEGMENT_CHARS:
+            raise _fail(rec, kind, f"segments keys must be 1 to {MAX_SEGMENT_CHARS} characters, got {str(key)[:80]!r}")
+        if not isinstance(item, str) or len(item) > MAX_SEGMENT_CHARS:
+            shown = item[:80] if isinstance(item, str) else item
+            raise _fail(
+                rec,
+                kind,
+                f"segments[{key!r}] must be a string of at most {MAX_SEGMENT_CHARS} characters, got {shown!r}",
+            )
+        _unicode(rec, kind, "segments key", key)
+        _unicode(rec, kind, f"segments[{key[:40]!r}]", item)
+    return segments_json(value)
+
+
+def segments_json(segments: Mapping[str, str]) -> str:
+    """The text the `segments` column holds: compact JSON, keys sorted, UTF-8 as is (one text per set of segments).
+
+    Both of the collector's paths write it through here, so the same segments are always the same text.
+    """
+    return orjson.dumps(segments, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _type_name(value: object) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, list):
+        return "array"
+    return type(value).__name__
+
+
 def assignment_row(rec: Mapping[str, Any]) -> tuple[Any, ...]:
     """An `assignments` record as a row of `ASSIGNMENT_COLUMNS`; a replay is keyed by (experiment_id, event_id).
 
@@ -221,6 +287,7 @@ def assignment_row(rec: Mapping[str, Any]) -> tuple[Any, ...]:
         _int(rec, kind, "event_ts"),
         _optional_int(rec, kind, "decided_ts"),
         pre,
+        _segments(rec, kind),
     )
 
 

@@ -18,6 +18,12 @@ Why it looks like this:
 - **Model health is a state, not a log.** `experiment_health` keeps one row per (experiment, model version): the
   job's newest word on whether it can use that model (`model_unusable` with the reason, or `model_ready`), so a
   repaired model clears the warning and a replay of older records changes nothing.
+- **Segments are the first exposure's.** The job writes a customer's segments (`experiment.core.segments`) on
+  their first-exposure record only; `first_exposures` keeps the `segments` of the row it keeps, and
+  `segment_stats` groups the customers of `variant_stats` by one of them ("unknown" when the first exposure has no
+  value for it), so summed over a dimension's values it is `variant_stats`, exactly. Only that query reads the
+  column: `variant_stats` and the reports do not pay for it. A store written before the column existed gets it
+  (null) on its first writable open; read-only, its customers are all "unknown".
 - **Exact sums.** Revenue is kept in integer cents, so the statistics are integer sums: identical whatever DuckDB's
   parallel aggregation order (byte-identical reports).
 - **One definition.** Definitions are kept as the JSON the `experiments` topic carried and handed out as
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,12 +45,23 @@ from typing import Any
 
 from experiment.core.definition import ExperimentDefinition
 from experiment.core.errors import DataValidationError, ExperimentError, InfraError
+from experiment.core.segments import (
+    AGE_BANDS,
+    BUILTIN_SEGMENTS,
+    CUSTOMER_TYPES,
+    GENDERS,
+    HISTORY_TIERS,
+    MISSING,
+    UNKNOWN,
+)
 from experiment.results.schema import (
     ASSIGNMENT_COLUMNS,
     DEAD_COLUMNS,
     HEALTH_COLUMNS,
     OUTCOME_COLUMNS,
     SCHEMA,
+    SEGMENT_COLUMNS,
+    SEGMENTS_TYPE,
     assignment_row,
     dead_row,
     experiment_row,
@@ -81,16 +99,20 @@ FROM first_exposures WHERE experiment_id = $exp AND event_ts <= $as_of
 
 # Upsert of the first exposures of the assignment rows in `{source}` (rows just inserted): per customer the
 # smallest (event_ts, event_id), replacing a stored one only if smaller, so replays and arrival order do not matter.
+# The segments are those of the row kept: `arg_min_null` by the same key (plain `arg_min` would skip a null and take a
+# later row's), outside the struct so that the struct compared per row stays small.
 _UPSERT_FIRST_SQL = """
 INSERT INTO first_exposures
-SELECT experiment_id, customer_id, e.event_ts, e.event_id, e.variant, e.pre_period_purchases FROM (
+    (experiment_id, customer_id, event_ts, event_id, variant, pre_period_purchases, segments)
+SELECT experiment_id, customer_id, e.event_ts, e.event_id, e.variant, e.pre_period_purchases, segments FROM (
     SELECT experiment_id, customer_id, min({{'event_ts': event_ts, 'event_id': event_id, 'variant': variant,
-                                           'pre_period_purchases': pre_period_purchases}}) AS e
+                                           'pre_period_purchases': pre_period_purchases}}) AS e,
+           arg_min_null(segments, {{'event_ts': event_ts, 'event_id': event_id}}) AS segments
     FROM {source} GROUP BY experiment_id, customer_id
 )
 ON CONFLICT (experiment_id, customer_id) DO UPDATE SET
     event_ts = excluded.event_ts, event_id = excluded.event_id, variant = excluded.variant,
-    pre_period_purchases = excluded.pre_period_purchases
+    pre_period_purchases = excluded.pre_period_purchases, segments = excluded.segments
 WHERE excluded.event_ts < first_exposures.event_ts
    OR (excluded.event_ts = first_exposures.event_ts AND excluded.event_id < first_exposures.event_id)
 """
@@ -160,6 +182,54 @@ _INCREMENTS = {
 }
 
 _FAR_FUTURE_MS = 2**62
+
+# The first exposures with their segments, for `segment_stats` only (so `variant_stats` never carries the column).
+# `{segments}` is the column, or a typed null for a read-only store written before it existed.
+_SEGMENT_FIRST_TABLE_SQL = """
+SELECT customer_id, variant, event_ts AS first_exposure_ts, pre_period_purchases, {segments} AS segments
+FROM first_exposures WHERE experiment_id = $exp AND event_ts <= $as_of
+"""
+_SEGMENT_FIRST_DERIVED_SQL = """
+SELECT customer_id, e.variant, e.event_ts AS first_exposure_ts, e.pre_period_purchases, segments FROM (
+    SELECT customer_id, min({{'event_ts': event_ts, 'event_id': event_id, 'variant': variant,
+                             'pre_period_purchases': pre_period_purchases}}) AS e,
+           arg_min_null({segments}, {{'event_ts': event_ts, 'event_id': event_id}}) AS segments
+    FROM assignments
+    WHERE experiment_id = $exp AND event_ts <= $as_of
+    GROUP BY customer_id
+)
+"""
+# Per (segment value, variant) the 8 sums of `VariantStats` over the customers view (first exposure wins, outcomes in
+# [first exposure, $as_of]): the same customers and sums as `_INCREMENTS_SQL` totals, grouped by the value of
+# dimension $path (a JSON pointer) in the first exposure's segments ($unknown without one). Parameters: $exp,
+# $as_of, $path, $unknown.
+_SEGMENT_STATS_SQL = """
+WITH first AS MATERIALIZED (
+    SELECT customer_id, variant, first_exposure_ts, pre_period_purchases::HUGEINT AS x,
+           coalesce(json_extract_string(segments, $path), $unknown) AS segment
+    FROM ({first})
+), sums AS (
+    SELECT f.customer_id, bool_or(o.converted) AS conv, sum(o.revenue_cents)::HUGEINT AS r
+    FROM first f JOIN outcomes o
+      ON o.experiment_id = $exp AND o.customer_id = f.customer_id
+     AND o.ts >= f.first_exposure_ts AND o.ts <= $as_of
+    GROUP BY f.customer_id
+)
+SELECT f.segment, f.variant, count(*)::HUGEINT,
+       coalesce(sum(CASE WHEN s.conv THEN 1 ELSE 0 END), 0)::HUGEINT,
+       coalesce(sum(s.r), 0)::HUGEINT, coalesce(sum(s.r * s.r), 0)::HUGEINT,
+       coalesce(sum(f.x), 0)::HUGEINT, coalesce(sum(f.x * f.x), 0)::HUGEINT,
+       coalesce(sum(f.x * s.r), 0)::HUGEINT, coalesce(sum(CASE WHEN s.conv THEN f.x ELSE 0 END), 0)::HUGEINT
+FROM first f LEFT JOIN sums s USING (customer_id)
+GROUP BY ALL
+"""
+#: The values of each built-in dimension in their natural order (segment_stats lists segments in it).
+_SEGMENT_ORDER: dict[str, tuple[str, ...]] = {
+    "age_band": AGE_BANDS,
+    "gender": GENDERS,
+    "customer_type": CUSTOMER_TYPES,
+    "history_tier": HISTORY_TIERS,
+}
 
 
 def to_epoch_ms(value: int | float | dt.datetime | dt.date | str | None) -> int | None:
@@ -232,6 +302,8 @@ class ResultsStore:
         self._con: Any = None
         self._has_health = False
         self._has_first = False
+        #: The tables whose `segments` column exists (a store written before it lacks them until a writable open).
+        self._segment_tables: frozenset[str] = frozenset()
         # Daily increments read on a read-only connection, by (experiment, as_of): (that connection, rows).
         self._increments_memo: dict[tuple[str, int], tuple[Any, list[tuple[str, int, tuple[int, ...]]]]] = {}
 
@@ -255,11 +327,13 @@ class ResultsStore:
         if not self.read_only:
             for statement in SCHEMA:
                 self._con.execute(statement)
+            self._add_segment_columns()  # before the rebuild below, which reads `assignments.segments`
             if not had_first:
                 self.rebuild_first_exposures()  # a store written before the table existed (or a new, empty one)
         # A store written before model health existed lacks the table; read-only readers then see no health rows.
         self._has_health = self._has_table("experiment_health")
         self._has_first = self._has_table("first_exposures")
+        self._segment_tables = self._tables_with_segments()
         logger.debug("store opened path=%s read_only=%s", self.path, self.read_only)
         return self
 
@@ -270,6 +344,21 @@ class ResultsStore:
                 [name],
             ).fetchone()[0]
         )
+
+    def _tables_with_segments(self) -> frozenset[str]:
+        rows = self._con.execute(
+            "SELECT table_name FROM duckdb_columns() WHERE database_name = current_database() "
+            "AND schema_name = 'main' AND column_name = 'segments'"
+        ).fetchall()
+        return frozenset(str(r[0]) for r in rows)
+
+    def _add_segment_columns(self) -> None:
+        """Add `segments` to the tables of a store written before it existed (existing rows: null), once."""
+        present = self._tables_with_segments()
+        for table, column in SEGMENT_COLUMNS:
+            if table not in present:
+                self._con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {SEGMENTS_TYPE}")
+                logger.info("store upgraded path=%s added=%s.%s", self.path, table, column)
 
     def rebuild_first_exposures(self) -> None:
         """Recompute `first_exposures` from every stored assignment, in one transaction.
@@ -419,7 +508,7 @@ class ResultsStore:
             # `sql()`, not `execute()`: a DML statement runs once, at once, and its Arrow result is not copied again.
             inserted = con.sql(
                 f"INSERT OR IGNORE INTO assignments ({columns}) SELECT {columns} FROM _abflow_batch "
-                "RETURNING experiment_id, customer_id, event_ts, event_id, variant, pre_period_purchases"
+                "RETURNING experiment_id, customer_id, event_ts, event_id, variant, pre_period_purchases, segments"
             ).to_arrow_table()
         finally:
             con.unregister("_abflow_batch")
@@ -602,6 +691,60 @@ class ResultsStore:
         result.update({name: VariantStats(*values) for name, values in totals.items()})
         return dict(sorted(result.items()))
 
+    def segment_stats(
+        self, experiment_id: str, dimension: str, as_of: Any = None
+    ) -> dict[str, dict[str, VariantStats]]:
+        """Segment value -> variant -> `VariantStats`: `variant_stats` split by one segment dimension.
+
+        The customers, outcomes and `as_of` rules are those of `variant_stats`; each customer is counted in the
+        value `dimension` had on their first exposure (a built-in such as "age_band", or a `segment_attributes`
+        name), or in "unknown" when that exposure recorded none. Summed over the values, each variant's statistics
+        are `variant_stats`' exactly. Every segment lists the definition's variants (zeros where nobody is).
+        Segments come in the dimension's natural order for the built-in ones (age bands upwards), numerically for
+        numeric attribute values, otherwise alphabetically; "missing" and "unknown" last. Runs only when asked: one
+        pass over the experiment's customers and outcomes.
+        """
+        as_of_ms = self._as_of(as_of)
+        if self._derived:
+            segments = "segments" if "assignments" in self._segment_tables else f"NULL::{SEGMENTS_TYPE}"
+            first = _SEGMENT_FIRST_DERIVED_SQL.format(segments=segments)
+        else:
+            segments = "segments" if "first_exposures" in self._segment_tables else f"NULL::{SEGMENTS_TYPE}"
+            first = _SEGMENT_FIRST_TABLE_SQL.format(segments=segments)
+        path = "/" + dimension.replace("~", "~0").replace("/", "~1")  # a JSON pointer (RFC 6901): any key
+        params = {"exp": experiment_id, "as_of": as_of_ms, "path": path, "unknown": UNKNOWN}
+        rows = self.con.execute(_SEGMENT_STATS_SQL.format(first=first), params).fetchall()
+        if not rows:
+            return {}
+        declared = self._variant_names(experiment_id)
+        grouped: dict[str, dict[str, VariantStats]] = {}
+        for segment, variant, *sums in rows:
+            grouped.setdefault(str(segment), {})[str(variant)] = VariantStats(*(int(v) for v in sums))
+        result: dict[str, dict[str, VariantStats]] = {}
+        for segment in _segment_order(dimension, grouped):
+            stats = dict.fromkeys(declared, VariantStats())
+            stats.update(grouped[segment])
+            result[segment] = dict(sorted(stats.items()))
+        return result
+
+    def segment_dimensions(self, experiment_id: str) -> list[str]:
+        """The segment dimensions the experiment's first exposures recorded, for `segment_stats`.
+
+        The built-in ones first, in their order, then the named attributes alphabetically; empty before any first
+        exposure with segments (and for a store written before segments existed).
+        """
+        table = "assignments" if self._derived else "first_exposures"
+        if table not in self._segment_tables:
+            return []
+        rows = self.con.execute(
+            f"SELECT DISTINCT unnest(json_keys(segments)) FROM {table} "
+            "WHERE experiment_id = ? AND segments IS NOT NULL",
+            [experiment_id],
+        ).fetchall()
+        names = {str(name) for (name,) in rows}
+        builtin = [name for name in BUILTIN_SEGMENTS if name in names]
+        return builtin + sorted(names.difference(BUILTIN_SEGMENTS))
+
     def daily_stats(self, experiment_id: str, as_of: Any = None) -> list[tuple[dt.date, dict[str, VariantStats]]]:
         """Cumulative statistics per variant at the end of each UTC day.
 
@@ -731,6 +874,28 @@ class ResultsStore:
     def _as_of(as_of: Any) -> int:
         ms = to_epoch_ms(as_of)
         return _FAR_FUTURE_MS if ms is None else ms
+
+
+def _segment_order(dimension: str, grouped: Mapping[str, Any]) -> list[str]:
+    """The segment values of `grouped` in the order `segment_stats` lists them (see there)."""
+    natural = _SEGMENT_ORDER.get(dimension, ())
+    rank = {value: i for i, value in enumerate(natural)}
+    last = {MISSING: 1, UNKNOWN: 2}
+
+    def key(value: str) -> tuple[int, int, float, str]:
+        if value in last:
+            return (2, last[value], 0.0, value)
+        if value in rank:
+            return (0, rank[value], 0.0, value)
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if math.isfinite(number):
+            return (0, len(rank), number, value)
+        return (1, 0, 0.0, value)
+
+    return sorted(grouped, key=key)
 
 
 def _arrow(columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> Any:

@@ -5,10 +5,12 @@ simulator samples customers from the same ground-truth model the training data c
 same feature distribution, fresh individuals, as when a model meets new customers), decides for them with the job's
 own rules (`population`), plans their sessions and the purchases the ground truth implies (`traffic`), and hands
 the messages, never faster than `rate` per second (a token bucket), to a `send` callable. It computes the true
-lift of the treatment policy from the ground-truth probabilities, not from the draws.
+lift of each model arm's policy (its own model and threshold) from the ground-truth probabilities, not from the
+draws: versus the control, and versus each earlier model arm (challenger vs champion).
 
-It is pure of infrastructure: no Kafka, no model files (the caller passes the experiment's view and scorer).
-`experiment.cli.simulate_io` is its edge: it reads the definition, loads the verified model and produces to Kafka.
+It is pure of infrastructure: no Kafka, no model files (the caller passes the experiment's view and a scorer per
+model arm). `experiment.cli.simulate_io` is its edge: it reads the definition, loads every arm's verified model and
+produces to Kafka.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from experiment.simulation.population import (
     build_population,
     customer_ids,
     true_lift,
+    true_lifts,
 )
 from experiment.simulation.traffic import (
     MALFORMED_KINDS,
@@ -63,6 +66,7 @@ __all__ = [
     "send_plan",
     "simulate",
     "true_lift",
+    "true_lifts",
 ]
 
 #: Where a message goes: (logical topic, key, value).
@@ -125,7 +129,10 @@ class TokenBucket:
 
 @dataclass
 class SimulationResult:
-    """What was sent and what the truth is; `true_lift` covers the customers whose first session was sent.
+    """What was sent and what the truth is; the true lifts cover the customers whose first session was sent.
+
+    `true_lift` is the first model arm's versus the control (with two arms: the treatment's); `true_lifts` holds
+    every model arm's versus the control, then each challenger's versus each earlier model arm (`arm`, `baseline`).
 
     `sessions_in_experiment` is how many `assignments` the job must emit (one per session of an in-traffic
     customer, one running experiment); `outcomes_in_experiment` how many `attributed-outcomes` (every purchase
@@ -152,6 +159,7 @@ class SimulationResult:
     completed: bool
     true_lift: TrueLift | None
     topics: dict[str, str] = field(default_factory=dict)
+    true_lifts: list[TrueLift] = field(default_factory=list)
 
     @property
     def achieved_rate(self) -> float:
@@ -162,6 +170,7 @@ class SimulationResult:
         """Plain JSON-able numbers (for `--json`, the demo and the e2e test)."""
         out = asdict(self)
         out["true_lift"] = self.true_lift.as_dict() if self.true_lift else None
+        out["true_lifts"] = [lift.as_dict() for lift in self.true_lifts]
         out["achieved_rate"] = self.achieved_rate
         return out
 
@@ -201,6 +210,7 @@ def _summarise(
         if converted_sent[i]:
             conversions[v] = conversions.get(v, 0) + 1
     in_exp = exposed & population.in_experiment
+    lifts = true_lifts(population, exposed) if in_exp.any() else []
     return SimulationResult(
         experiment_id=population.experiment_id,
         customers=int(exposed.sum()),
@@ -220,8 +230,9 @@ def _summarise(
         elapsed_s=elapsed,
         rate_limit=config.rate,
         completed=sent == len(plan),
-        true_lift=true_lift(population, exposed) if in_exp.any() else None,
+        true_lift=lifts[0] if lifts else None,
         topics=dict(topics),
+        true_lifts=lifts,
     )
 
 
@@ -260,7 +271,7 @@ def send_plan(
 
 def simulate(
     view: ExperimentView,
-    scorer: BatchScorer,
+    scorer: BatchScorer | Mapping[str, BatchScorer],
     config: SimulationConfig,
     send: Send,
     *,
@@ -273,7 +284,8 @@ def simulate(
 ) -> SimulationResult:
     """Build the population, plan its events and hand each message to `send`, never faster than `config.rate`.
 
-    `topics` (logical -> physical names) is only reported in the result. Returns what was sent and the true lift.
+    `scorer` is each model arm's scorer by arm name, or one scorer when every arm has the same model. `topics`
+    (logical -> physical names) is only reported in the result. Returns what was sent and the true lifts.
     """
     config.validate()
     say = stage or (lambda _message: None)

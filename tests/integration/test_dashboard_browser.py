@@ -8,6 +8,7 @@ screenshots as artefacts under the test's tmp dir.
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import socket
@@ -178,3 +179,48 @@ def test_running_experiment_refreshes_itself_when_data_arrives(tmp_path: Path) -
             )
         waited = wait_for("Users in experiments\n\n1,001", timeout=15.0)
         assert waited < 15.0  # no reload: the fragment re-ran on its own
+
+
+def test_model_arms_and_segments_on_demand_in_chromium(tmp_path: Path) -> None:
+    """Three arms (two models): the arms table with P(best); the Segments expander loads only when opened."""
+    from tests.helpers.arms_segments import three_arm_definition, with_segments
+
+    store = tmp_path / "arms.duckdb"
+    exp, _ = with_segments(make_experiment(n_customers=6_000, seed=8, definition=three_arm_definition()))
+    fill_store(store, exp)
+    with _dashboard(store, tmp_path, refresh="0") as (url, _), open_page(1400, 3200) as page:
+        page.call("Page.enable")
+        page.call("Page.navigate", {"url": f"{url}/?experiment=champ-v1"})
+
+        def text() -> str:
+            return str(page.evaluate("document.body ? document.body.innerText : ''") or "")
+
+        def wait_for(needle: str, timeout: float = 45.0) -> str:
+            deadline = time.monotonic() + timeout
+            while needle not in (current := text()):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{needle!r} never appeared; page: {current[-3000:]!r}")
+                time.sleep(0.25)
+            return current
+
+        shown = wait_for("Segments: lift by customer segment")
+        # (tables are drawn on a canvas, so the text is the header and the caption under them)
+        assert "P(best): the probability that the arm has the highest conversion rate" in wait_for("Arms")
+        assert "Dimension" not in shown, "the segments must not load before the expander is opened"
+        page.evaluate("[...document.querySelectorAll('summary')].find(s => s.innerText.includes('Segments')).click()")
+        wait_for("Dimension")
+        # The dimension picker is the page's last select box (the sidebar's experiment picker is the first).
+        page.evaluate(
+            "(() => { const box = [...document.querySelectorAll('[data-testid=\"stSelectbox\"] input')].pop();"
+            " box.focus(); box.click(); })()"
+        )
+        page.call("Input.insertText", {"text": "age_band"})
+        for kind in ("keyDown", "keyUp"):
+            page.call(
+                "Input.dispatchKeyEvent", {"type": kind, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13}
+            )
+        shown = wait_for("across age_band (Q=")
+        assert "the lift of 'challenger'" in shown.lower() and "the lift of 'champion'" in shown.lower()
+        assert "35-44" in wait_for("age_band: lift of conversion by segment")  # the forest plot's title and rows
+        shot = page.call("Page.captureScreenshot", {"format": "png"})
+        (tmp_path / "dashboard-arms-segments.png").write_bytes(base64.b64decode(shot["data"]))

@@ -448,3 +448,76 @@ def test_dashboard_command_rejects_bad_options(args: list[str], message: str) ->
     result = CliRunner().invoke(cli_app, ["dashboard", *args])
     assert result.exit_code == 2
     assert f"error: {message}" in result.output
+
+
+# -- several model arms and the segments expander ----------------------------------------------------------------
+
+
+def test_model_arms_table_and_segments_loaded_only_when_asked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Three arms (two models): the arms table with P(best) and the models; segments only once opened and picked."""
+    from experiment.results.report_model import SegmentRow, short_versions
+    from experiment.stats.segments import segment_lift
+    from tests.helpers.arms_segments import CHALLENGER, CHAMPION, three_arm_definition, with_segments
+
+    path = tmp_path / "arms.duckdb"
+    exp, truth = with_segments(make_experiment(n_customers=6_000, seed=8, definition=three_arm_definition()))
+    fill_store(path, exp)
+    calls: list[str] = []
+    real_dimensions, real_stats = ResultsStore.segment_dimensions, ResultsStore.segment_stats
+
+    def dimensions(self: ResultsStore, experiment_id: str) -> list[str]:
+        calls.append("dimensions")
+        return real_dimensions(self, experiment_id)
+
+    def segment_stats(self: ResultsStore, experiment_id: str, dimension: str, as_of: object = None) -> dict:
+        calls.append(dimension)
+        return real_stats(self, experiment_id, dimension, as_of)
+
+    monkeypatch.setattr(ResultsStore, "segment_dimensions", dimensions)
+    monkeypatch.setattr(ResultsStore, "segment_stats", segment_stats)
+    at = _app(monkeypatch, path)
+    at.query_params["experiment"] = "champ-v1"
+    at.run()
+    assert not at.exception
+
+    arms = next(df.value for df in at.dataframe if "P(best)" in df.value.columns).set_index("arm")
+    assert list(arms.index) == ["control", "champion", "challenger"]
+    short = short_versions([CHAMPION, CHALLENGER])
+    assert arms.loc["champion", "model version"] == short[CHAMPION]
+    assert arms.loc["challenger", "model version"] == short[CHALLENGER]
+    assert arms.loc["challenger", "threshold"] == "0.42" and arms.loc["control", "threshold"] == "n/a"
+    assert arms["users"].to_dict() == {name: s.users for name, s in exp.expected_stats.items()}
+    assert sum(float(p) for p in arms["P(best)"]) == pytest.approx(1.0, abs=2e-3)  # shown to 3 significant digits
+    pairs = next(df.value for df in at.dataframe if "p Holm (all comparisons)" in df.value.columns)
+    assert pairs["comparison"].tolist() == ["champion − control", "challenger − control", "challenger − champion"]
+    assert calls == [], "the page must not query segments until the reader asks"
+
+    at.session_state["segments_open_champ-v1"] = True  # the reader opens the Segments expander
+    at.run()
+    assert not at.exception
+    assert calls == ["dimensions"]
+    picker = next(s for s in at.selectbox if s.label == "Dimension")
+    assert picker.options == ["age_band", "gender"] and picker.value is None
+    picker.set_value("age_band").run()
+    assert not at.exception
+    assert calls == ["dimensions", "age_band"]
+
+    table = next(df.value for df in at.dataframe if "p BH" in df.value.columns)
+    names = ("control", "champion", "challenger")
+    cells = truth["age_band"]
+    filled = {s: {n: cells[s].get(n, VariantStats()) for n in names} for s in ("18-24", "25-34", "35-44", "unknown")}
+    oracle = [SegmentRow.of("age_band", lift) for lift in segment_lift(filled, control="control").lifts]
+    assert list(zip(table["segment"], table["arm"], strict=True)) == [(r.segment, r.arm) for r in oracle]
+    assert table["users arm"].tolist() == [r.treatment_users for r in oracle]
+    assert table["p BH"].tolist() == [pval(r.p_value_bh) for r in oracle]
+    assert table["lift"].tolist() == [pct(r.abs_diff) for r in oracle]
+    forest = json.loads(next(c for c in at.get("plotly_chart") if "segments_forest" in c.proto.id).proto.spec)
+    assert sum(len(trace["x"]) for trace in forest["data"]) == len(oracle)  # one point per segment row
+    assert [x for trace in forest["data"] for x in trace["x"]] == pytest.approx(
+        [100 * r.abs_diff for arm in ("champion", "challenger") for r in oracle if r.arm == arm and r.abs_diff]
+    )
+    sentences = [m.value.replace("\\", "") for m in at.markdown if "across age" in m.value]  # markdown-escaped
+    assert len(sentences) == 2 and all("across age_band (Q=" in s for s in sentences)
+
+    at.run()  # a refresh with the same data: served from the cache
+    assert calls == ["dimensions", "age_band"]

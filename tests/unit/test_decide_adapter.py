@@ -22,12 +22,13 @@ from experiment.core.decisions import (
     Assigned,
     Attribution,
     CustomerState,
+    arm_scorers,
     decide_session,
     expire_held,
     record_outcome,
     record_session,
 )
-from experiment.core.view import ExperimentView
+from experiment.core.view import ArmSpec, ExperimentView
 from flink_pipeline.functions import DecideFunction, Topics, _Metrics
 from tests.helpers.null_metrics import NullMetricGroup
 
@@ -38,23 +39,38 @@ CUSTOMERS = ("c0", "c1", "c2", "c3")
 
 
 def _view(
-    exp_id: str, status: str, traffic: float, weights: tuple[tuple[str, float], ...], window: int
+    exp_id: str,
+    status: str,
+    traffic: float,
+    weights: tuple[tuple[str, float], ...],
+    window: int,
+    arms: tuple[ArmSpec, ...] = (),
 ) -> ExperimentView:
     return ExperimentView(
         id=exp_id, version=1, status=status, salt=exp_id, traffic=traffic, weights=weights, control=weights[0][0],
         threshold=0.5, pmml_path=f"{exp_id}.pmml", model_version=exp_id * 64, features=NAMES,
-        attribution_window_ms=window,
+        attribution_window_ms=window, arms=arms,
     )  # fmt: skip
 
 
-#: The experiments a case draws from: two arms and three, partial traffic, a paused one, one whose model is refused.
+def _arm(variant: str, version: str, threshold: float) -> ArmSpec:
+    return ArmSpec(variant, f"{version}.pmml", version * 64, NAMES, threshold)
+
+
+CHAMPION_CHALLENGER = (("control", 0.34), ("champion", 0.33), ("challenger", 0.33))
+#: The experiments a case draws from: two arms and three, partial traffic, a paused one, one whose model is refused,
+#: a champion and a challenger each on its own model and threshold, and one whose challenger's model is refused.
 VIEWS = {
     "a": _view("a", "running", 1.0, (("control", 0.5), ("treatment", 0.5)), 3_000),
     "b": _view("b", "running", 0.7, (("base", 0.4), ("x", 0.3), ("y", 0.3)), 1_500),
     "p": _view("p", "paused", 1.0, (("control", 0.5), ("treatment", 0.5)), 3_000),
     "u": _view("u", "running", 1.0, (("control", 0.5), ("treatment", 0.5)), 3_000),
-}
-UNUSABLE = {"u"}
+    "m": _view("m", "running", 1.0, CHAMPION_CHALLENGER, 2_000, (_arm("champion", "1", 0.5),
+                                                                 _arm("challenger", "2", 0.3))),
+    "w": _view("w", "running", 1.0, CHAMPION_CHALLENGER, 2_000, (_arm("champion", "1", 0.5),
+                                                                 _arm("challenger", "9", 0.3))),
+}  # fmt: skip
+UNUSABLE = {"u" * 64, "9" * 64}
 
 
 class _Model:
@@ -62,15 +78,20 @@ class _Model:
 
     kind = "fake"
 
+    def __init__(self, shift: int = 0) -> None:
+        self.shift = shift
+
     def score_one(self, features: Mapping[str, float]) -> float:
-        return (features["cat1"] % 10) / 9
+        return ((features["cat1"] + self.shift) % 10) / 9
 
 
+#: The challenger's model scores differently from everyone else's.
+MODELS = {"2" * 64: _Model(shift=4)}
 MODEL = _Model()
 
 
-def _scorer_of(view: ExperimentView) -> _Model | None:
-    return None if view.id in UNUSABLE else MODEL
+def _scorer_of(view: ExperimentView, spec: ArmSpec) -> _Model | None:
+    return None if spec.model_version in UNUSABLE else MODELS.get(spec.model_version, MODEL)
 
 
 @dataclass
@@ -103,8 +124,8 @@ class _Backend:
 
 
 class _Decide(DecideFunction):
-    def _scorer(self, view: ExperimentView) -> Any:
-        return _scorer_of(view)
+    def _scorer(self, view: ExperimentView, spec: ArmSpec) -> Any:
+        return _scorer_of(view, spec)
 
 
 def _function(views: list[ExperimentView], backend: _Backend) -> _Decide:
@@ -144,7 +165,9 @@ class _Reference:
         self.counts: Counter[str] = Counter()
 
     def session(self, session: events.Session) -> None:
-        arms = decide_session(session.customer_id, session.features, self.views.values(), _scorer_of)
+        arms = decide_session(
+            session.customer_id, session.features, self.views.values(), lambda v: arm_scorers(v, _scorer_of)
+        )
         assigned = [arm for arm in arms if isinstance(arm, Assigned)]
         if not assigned:
             return
@@ -156,7 +179,7 @@ class _Reference:
             record = events.assignment_record(
                 event_id=session.event_id, experiment_id=arm.view.id, experiment_version=1,
                 customer_id=session.customer_id, variant=arm.variant, score=arm.score, decision=arm.decision,
-                model_version=arm.view.model_version if arm.score is not None else None, first_exposure=item.first,
+                model_version=arm.spec.model_version if arm.spec is not None else None, first_exposure=item.first,
                 event_ts=session.ts, decided_ts=0, pre_period_purchases=item.exposure.pre_period_purchases,
             )  # fmt: skip
             self.out.append(("a", _assignment_key(record)))

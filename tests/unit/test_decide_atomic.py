@@ -18,7 +18,7 @@ from typing import Any
 from experiment.core import events
 from experiment.core.assignment import assign
 from experiment.core.definition import ExperimentDefinition, ModelRef
-from experiment.core.view import ExperimentView, parse_definition
+from experiment.core.view import ArmSpec, ExperimentView, parse_definition
 from experiment.runtime.config import load_settings
 from flink_pipeline.functions import DecideFunction, _Metrics
 from flink_pipeline.job import job_topics
@@ -64,7 +64,7 @@ class _Decide(DecideFunction):
 
     scorers: dict[str, _Scorer]
 
-    def _scorer(self, view: ExperimentView) -> Any:
+    def _scorer(self, view: ExperimentView, spec: ArmSpec) -> Any:
         return self.scorers[view.id]
 
 

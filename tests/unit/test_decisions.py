@@ -7,7 +7,7 @@ Arms are pinned by weights instead of by searching customer ids: weights (1, 0) 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -17,12 +17,14 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from experiment.core.decisions import (
+    ArmScorers,
     Assigned,
     Attribution,
     CustomerState,
     Exposure,
     HeldOutcome,
     Skipped,
+    arm_scorers,
     decide,
     decide_many,
     decide_session,
@@ -68,6 +70,11 @@ class Fixed:
         return self.score
 
 
+def same(model: Fixed) -> Callable[[ExperimentView], ArmScorers | None]:
+    """Every scored arm of every experiment on `model` (what `decide_session` asks for)."""
+    return lambda v: arm_scorers(v, lambda _v, _spec: model)
+
+
 def session(ts: int = 100, purchases: int = 0, customer: str = "c1") -> Session:
     return Session(f"s{ts}", customer, ts, {"age": 30.0}, purchases)
 
@@ -78,7 +85,7 @@ def outcome(ts: int, event_id: str | None = None, customer: str = "c1") -> Outco
 
 def exposed(*views: ExperimentView, ts: int = 100, state: CustomerState | None = None) -> CustomerState:
     """The state after one session at `ts` assigned by every view in `views`."""
-    arms = decide_session("c1", {}, views, lambda _v: Fixed(0.9))
+    arms = decide_session("c1", {}, views, same(Fixed(0.9)))
     return record_session(state or CustomerState(), session(ts), arms).state
 
 
@@ -150,7 +157,7 @@ def test_the_array_rule_ignores_unscored_scores_and_refuses_scored_non_finite_on
 )  # fmt: skip
 def test_decide_session(exp: ExperimentView, score: float, expected: type, model_calls: int) -> None:
     model = Fixed(score)
-    (arm,) = decide_session("c1", {"age": 30.0}, [exp], lambda _v: model)
+    (arm,) = decide_session("c1", {"age": 30.0}, [exp], same(model))
     assert type(arm) is expected and model.calls == model_calls
     if isinstance(arm, Skipped):
         assert arm.reason == ("not_in_traffic" if exp.is_running else "not_running")
@@ -163,7 +170,7 @@ def test_decide_session(exp: ExperimentView, score: float, expected: type, model
 def test_an_unusable_model_assigns_nobody_in_any_arm() -> None:
     asked: list[str] = []
 
-    def scorer_of(v: ExperimentView) -> Fixed | None:
+    def scorer_of(v: ExperimentView) -> dict[str, Fixed] | None:
         asked.append(v.id)
         return None
 
@@ -178,14 +185,14 @@ def test_an_unusable_model_assigns_nobody_in_any_arm() -> None:
 
 def test_decide_session_keeps_the_order_of_the_views_and_refuses_a_non_finite_score() -> None:
     views = [view("b"), view("a", weights=CONTROL), view("c", traffic=0.0)]
-    arms = decide_session("c1", {}, views, lambda _v: Fixed(0.6))
+    arms = decide_session("c1", {}, views, same(Fixed(0.6)))
     assert [(arm.view.id, type(arm).__name__) for arm in arms] == [
         ("b", "Assigned"),
         ("a", "Assigned"),
         ("c", "Skipped"),
     ]
     with pytest.raises(ValueError, match="score=nan"):
-        decide_session("c1", {}, views, lambda _v: Fixed(math.nan))
+        decide_session("c1", {}, views, same(Fixed(math.nan)))
 
 
 # ------------------------------------------------------------------ first exposure, kept forever
@@ -193,14 +200,14 @@ def test_decide_session_keeps_the_order_of_the_views_and_refuses_a_non_finite_sc
 
 def test_the_first_exposure_is_recorded_and_kept_forever() -> None:
     exp = view()
-    arms = decide_session("c1", {}, [exp], lambda _v: Fixed(0.9))
+    arms = decide_session("c1", {}, [exp], same(Fixed(0.9)))
     first = record_session(CustomerState(), session(ts=100, purchases=2), arms)
     assert first.changed and [(e.first, e.exposure) for e in first.exposed] == [(True, Exposure("treatment", 100, 2))]
     later = record_session(first.state, session(ts=500, purchases=7), arms)
     assert not later.changed and later.state is first.state
     assert [(e.first, e.exposure) for e in later.exposed] == [(False, Exposure("treatment", 100, 2))]
     # Even when the experiment now puts the customer elsewhere, the exposure (the analysis unit) stays the first.
-    moved = decide_session("c1", {}, [view(weights=CONTROL)], lambda _v: Fixed(0.9))
+    moved = decide_session("c1", {}, [view(weights=CONTROL)], same(Fixed(0.9)))
     again = record_session(first.state, session(ts=900), moved)
     assert again.exposed[0].arm.variant == "control" and again.exposed[0].exposure.variant == "treatment"
 
@@ -208,7 +215,7 @@ def test_the_first_exposure_is_recorded_and_kept_forever() -> None:
 def test_a_session_sent_twice_is_decided_twice_but_exposes_the_customer_once() -> None:
     """At-least-once producers: a duplicate session gets a second assignment record, never a second first exposure."""
     exp = view()
-    arms = decide_session("c1", {}, [exp], lambda _v: Fixed(0.9))
+    arms = decide_session("c1", {}, [exp], same(Fixed(0.9)))
     first = record_session(CustomerState(), session(ts=100, purchases=2), arms)
     duplicate = record_session(first.state, session(ts=100, purchases=2), arms)
     assert [e.first for e in first.exposed] == [True] and [e.first for e in duplicate.exposed] == [False]
@@ -218,7 +225,7 @@ def test_a_session_sent_twice_is_decided_twice_but_exposes_the_customer_once() -
 
 def test_skipped_experiments_leave_the_state_alone() -> None:
     state = CustomerState()
-    arms = decide_session("c1", {}, [view(traffic=0.0), view("p", status="paused")], lambda _v: Fixed(0.9))
+    arms = decide_session("c1", {}, [view(traffic=0.0), view("p", status="paused")], same(Fixed(0.9)))
     result = record_session(state, session(), arms)
     assert result.state is state and result.exposed == () and not result.changed
 
@@ -241,7 +248,7 @@ def test_skipped_experiments_leave_the_state_alone() -> None:
 def test_pre_period(session_purchases: int, seen: int, held_ts: list[int], expected: int) -> None:
     state = CustomerState({}, seen, tuple(HeldOutcome(outcome(ts), 10_000) for ts in held_ts))
     assert pre_period(state, session(ts=100, purchases=session_purchases)) == expected
-    arms = decide_session("c1", {}, [view()], lambda _v: Fixed(0.9))
+    arms = decide_session("c1", {}, [view()], same(Fixed(0.9)))
     result = record_session(state, session(ts=100, purchases=session_purchases), arms)
     assert result.exposed[0].exposure.pre_period_purchases == expected
 
@@ -337,7 +344,7 @@ def test_a_late_first_exposure_gets_the_held_outcomes_in_its_window() -> None:
     for ts in (150, 250, 1_400):  # b has not exposed the customer: all three are held (a gets the first two)
         state = record_outcome(state, outcome(ts), views, hold_ms=600, now=lambda: 7).state
     assert [sorted(item.attributed_to) for item in state.held] == [["a"], ["a"], []]
-    arms = decide_session("c1", {}, [a, b], lambda _v: Fixed(0.9))
+    arms = decide_session("c1", {}, [a, b], same(Fixed(0.9)))
     result = record_session(state, session(ts=200), arms)
     late = {e.arm.view.id: [x.outcome.ts for x in e.late] for e in result.exposed}
     assert late == {"a": [], "b": [250]}  # 150 is before b's exposure, 1400 after its window
@@ -348,7 +355,7 @@ def test_a_late_first_exposure_gets_the_held_outcomes_in_its_window() -> None:
 def test_two_first_exposures_in_one_session_each_get_a_held_outcome() -> None:
     a, b = view("a"), view("b")
     state = record_outcome(CustomerState(), outcome(300), {"a": a, "b": b}, hold_ms=600, now=lambda: 0).state
-    result = record_session(state, session(ts=200), decide_session("c1", {}, [a, b], lambda _v: Fixed(0.9)))
+    result = record_session(state, session(ts=200), decide_session("c1", {}, [a, b], same(Fixed(0.9))))
     assert [[x.experiment_id for x in e.late] for e in result.exposed] == [["a"], ["b"]]
     assert result.state.held[0].attributed_to == frozenset({"a", "b"})
 
@@ -383,7 +390,7 @@ def test_an_expired_outcome_feeds_a_later_experiments_pre_period() -> None:
     state = record_outcome(CustomerState(), outcome(50), {"a": a, "b": b}, hold_ms=600, now=lambda: 0).state
     state = expire_held(state, 600).state
     assert state.held == () and state.purchases == 1
-    result = record_session(state, session(ts=40), decide_session("c1", {}, [a], lambda _v: Fixed(0.9)))
+    result = record_session(state, session(ts=40), decide_session("c1", {}, [a], same(Fixed(0.9))))
     assert result.exposed[0].late == ()  # no longer held: never attributed, even though it follows the exposure
     assert result.exposed[0].exposure.pre_period_purchases == 1
 
@@ -392,7 +399,7 @@ def test_no_function_changes_the_state_it_is_given() -> None:
     a = view("a")
     state = record_outcome(CustomerState(), outcome(150), {"a": a}, hold_ms=600, now=lambda: 0).state
     before: Any = state.to_state()
-    record_session(state, session(ts=100), decide_session("c1", {}, [a], lambda _v: Fixed(0.9)))
+    record_session(state, session(ts=100), decide_session("c1", {}, [a], same(Fixed(0.9))))
     record_outcome(state, outcome(160), {"a": a}, hold_ms=600, now=lambda: 0)
     expire_held(state, 10_000)
     assert state.to_state() == before

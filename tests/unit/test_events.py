@@ -196,7 +196,9 @@ def test_assignment_and_attribution_builders_have_design_fields() -> None:
         "event_ts",
         "decided_ts",
         "pre_period_purchases",
+        "segments",
     }
+    assert rec["segments"] is None  # only a first exposure carries its segments
     outcome = events.Outcome("o", "c", 5_000, "purchase", "cat1", 2.5)
     attributed = events.attributed_outcome_record(
         experiment_id="x", customer_id="c", variant="t", outcome=outcome, exposure_ts=2_000

@@ -101,8 +101,15 @@ def test_true_conversion_lift_depends_on_interest():
     q = ground_truth.label_probability(x)
     assert ((p0 > 0) & (p0 < 1) & (p1 > 0) & (p1 < 1)).all()
     breakeven = 0.4 / 1.4
-    assert (p1[q > breakeven + 1e-9] > p0[q > breakeven + 1e-9]).all()
-    assert (p1[q < breakeven - 1e-9] < p0[q < breakeven - 1e-9]).all()
+    # Women aged 25-34 get an extra +1.2 on the shown-logit (the known heterogeneous effect): for them showing always
+    # helps; for everyone else the break-even interest decides.
+    young_women = ((x["woman"] == 1) & (x["age"] >= 25) & (x["age"] < 35)).to_numpy()
+    others = ~young_women
+    assert (p1[others & (q > breakeven + 1e-9)] > p0[others & (q > breakeven + 1e-9)]).all()
+    assert (p1[others & (q < breakeven - 1e-9)] < p0[others & (q < breakeven - 1e-9)]).all()
+    assert (p1[young_women] > p0[young_women]).all() and young_women.sum() > 500
+    logit_diff = np.log(p1 / (1 - p1)) - np.log(p0 / (1 - p0))
+    np.testing.assert_allclose(logit_diff, 1.0 * q - 0.4 * (1 - q) + 1.2 * young_women, rtol=0, atol=1e-9)
     # Targeting the interested customers beats showing the category to everyone.
     targeted = np.where(q >= 0.5, p1, p0).mean()
     assert targeted > p1.mean() > p0.mean()
