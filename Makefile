@@ -14,6 +14,8 @@ STAMP := $(VENV)/.installed
 UNIT_ONLY := not (kafka or flink or e2e or slow or fault or browser or training or cluster)
 # Size of the cluster failover tests' traffic (1.0 = the full 3,000 customers per test; CI's smoke size is 0.2).
 CLUSTER_SCALE ?= 0.2
+# `make demo ARMS=3`: control, champion and challenger models as arms (2: control vs the model's picks).
+ARMS ?= 2
 
 .PHONY: install jars demo test test-fast test-fault test-cluster lint bench clean
 
@@ -29,7 +31,7 @@ jars: $(STAMP)
 	$(BIN)/abflow kafka install
 
 demo: install
-	$(BIN)/python -m experiment.cli.demo
+	$(BIN)/python -m experiment.cli.demo --arms $(ARMS)
 
 test: install
 	$(BIN)/python -m pytest -m "not cluster"

@@ -265,7 +265,9 @@ def run(args: argparse.Namespace) -> tuple[list[CollectRun], dict[str, Any]]:
     paths = [False] if args.collect_no_reference else [False, True]
     workdir = Path(tempfile.mkdtemp(prefix="abflow-bench-collect-"))
     settings = replace(
-        load_settings(), kafka=KafkaSettings(topic_prefix=f"bench-collect-{random.randrange(16**8):08x}.")
+        load_settings(),
+        kafka=KafkaSettings(topic_prefix=f"bench-collect-{random.randrange(16**8):08x}."),
+        home=workdir / "home",  # never the user's `.abflow/`
     )
     results: list[CollectRun] = []
     details: dict[str, Any] = {"records": n, "identical": None}

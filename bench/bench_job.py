@@ -186,7 +186,10 @@ def _one_run(kafka: Any, pmml: Path, data: Path, mode: str, workload: str, paral
 
     from experiment.runtime.config import load_settings
 
-    settings = replace(load_settings(), kafka=kafka)
+    # A private home: the job's checkpoints must never land in the user's `.abflow/` (a later `pipeline run` would
+    # try to resume the benchmark's job, whose floor workload is another program).
+    home = Path(tempfile.mkdtemp(prefix="abflow-bench-job-home-"))
+    settings = replace(load_settings(), kafka=kafka, home=home)
     config = JobConfig(
         execution_mode=cast(ExecutionMode, mode),
         parallelism=parallelism,
@@ -220,6 +223,7 @@ def _one_run(kafka: Any, pmml: Path, data: Path, mode: str, workload: str, paral
     finally:
         consumer.close()
         client.cancel().result()
+        shutil.rmtree(home, ignore_errors=True)
     decided.sort()
     count = len(decided)
     span = (decided[-1] - decided[0]) / 1000 if count > 1 else float("nan")

@@ -11,6 +11,11 @@ reused; the dashboard shows every run. The job runs detached (`abflow pipeline r
 stop` ends it, as `make clean` must before `abflow kafka down`); everything the demo creates lives in `.abflow/`,
 `data/*.csv`, `artifacts/` and `reports/`.
 
+`--arms 3` (`make demo ARMS=3`, or `ABFLOW_DEMO_ARMS=3`) runs champion vs challenger instead: the challenger is the
+champion's recipe trained without `age` into `artifacts/challenger/`, the experiment splits 34/33/33 into control,
+champion and challenger, and the report adds the arms (Holm, P(best)) and the lift by age band and gender, each
+held against the simulator's true lifts, and says whether the arms are ranked as the ground truth ranks them.
+
 Environment: `ABFLOW_KAFKA_BOOTSTRAP` picks the broker (a local address is started on its port, anything else is
 used as is), `ABFLOW_DEMO_FULL_GRID=1` trains with the full grid, `ABFLOW_DEMO_CUSTOMERS` / `ABFLOW_DEMO_RATE`
 change the simulated traffic.
@@ -43,6 +48,13 @@ logger = logging.getLogger(__name__)
 
 DATA_DIR = Path("data")
 MODEL_DIR = Path("artifacts/model")
+CHALLENGER_DIR = Path("artifacts/challenger")
+#: What the three-arm demo's challenger is trained without, and its seed (see `_challenger`).
+CHALLENGER_DROPS = ("age",)
+CHALLENGER_SEED = 11
+THRESHOLD = 0.5
+#: The segment dimensions the three-arm demo's report breaks the lift down by.
+DEMO_SEGMENTS = ("age_band", "gender")
 STAGES = 10
 DEFAULT_CUSTOMERS = 50_000
 DEFAULT_RATE = 5_000.0
@@ -175,13 +187,13 @@ def _data(console: Console) -> None:
     console.print(f"data: wrote {', '.join(str(p) for p in paths)} ({generator.DEFAULT_CUSTOMERS} customers)")
 
 
-def _model_is_fresh(full_grid: bool) -> str | None:
-    """Why the model must be (re)trained, or None when the one on disk matches the data and the grid."""
+def _model_is_fresh(model_dir: Path, full_grid: bool, features: tuple[str, ...] | None = None) -> str | None:
+    """Why the model must be (re)trained, or None when the one on disk matches the data, grid and features."""
     from experiment.model.digest import sha256_file
     from training.dataset import data_fingerprint
 
-    card_path = MODEL_DIR / "model.json"
-    pmml = MODEL_DIR / "xgboost_model.pmml"
+    card_path = model_dir / "model.json"
+    pmml = model_dir / "xgboost_model.pmml"
     if not card_path.is_file() or not pmml.is_file():
         return "no model yet"
     try:
@@ -194,6 +206,8 @@ def _model_is_fresh(full_grid: bool) -> str | None:
             return "the last training failed its parity check"
         if full_grid and card["cv"]["quick"]:
             return "ABFLOW_DEMO_FULL_GRID=1 asks for the full grid"
+        if features is not None and tuple(card["features"]) != features:
+            return "it was trained on other features"
     except (OSError, ValueError, KeyError, TypeError) as error:
         return f"model.json is unreadable ({error!r})"
     return None
@@ -203,7 +217,7 @@ def _model(console: Console) -> dict[str, Any]:
     from training import train as training
 
     full_grid = os.environ.get("ABFLOW_DEMO_FULL_GRID") == "1"
-    reason = _model_is_fresh(full_grid)
+    reason = _model_is_fresh(MODEL_DIR, full_grid)
     if reason is None:
         console.print(f"model: {MODEL_DIR}/ is up to date with the data (kept)")
     else:
@@ -216,8 +230,41 @@ def _model(console: Console) -> dict[str, Any]:
     return json.loads((MODEL_DIR / "model.json").read_text(encoding="utf-8"))
 
 
-def _experiment(console: Console, settings: Settings, card: dict[str, Any]) -> str:
-    from experiment.core.definition import ExperimentDefinition, ModelRef
+def _challenger(console: Console, champion: dict[str, Any]) -> dict[str, Any]:
+    """The three-arm demo's challenger: the champion's recipe without `age` (and another seed), in its own dir.
+
+    Why this challenger: the ground truth's strongest interest signals involve age (young women, older men who buy
+    cat4, the over-65 dip), so a model blind to age ranks customers worse, and the experiment should find that the
+    champion beats it, as the ground truth says.
+    """
+    from training import train as training
+
+    features = tuple(name for name in champion["features"] if name not in CHALLENGER_DROPS)
+    reason = _model_is_fresh(CHALLENGER_DIR, False, features)
+    if reason is None:
+        console.print(f"challenger: {CHALLENGER_DIR}/ is up to date with the data (kept)")
+    else:
+        console.print(f"challenger: training without {', '.join(CHALLENGER_DROPS)} (quick grid) because {reason}")
+        result = training.train_with_progress(
+            training.TrainConfig(
+                data_dir=DATA_DIR,
+                out_dir=CHALLENGER_DIR,
+                quick=True,
+                random_state=CHALLENGER_SEED,
+                features=features,
+                name="challenger",
+            )
+        )
+        for line in training.summary_lines(result):
+            console.print(f"  {line}")
+    return json.loads((CHALLENGER_DIR / "model.json").read_text(encoding="utf-8"))
+
+
+def _experiment(
+    console: Console, settings: Settings, card: dict[str, Any], challenger: dict[str, Any] | None = None
+) -> str:
+    """Stop earlier demo experiments, then create and launch this run's: two arms, or three with a challenger."""
+    from experiment.core.definition import ArmModel, ExperimentDefinition, ModelRef
     from experiment.kafka import control_plane
 
     now = int(time.time() * 1000)
@@ -226,22 +273,39 @@ def _experiment(console: Console, settings: Settings, card: dict[str, Any]) -> s
             control_plane.apply_action(settings.kafka, old.id, "stop", now_ms=now)
             console.print(f"experiment: stopped the earlier demo experiment {old.id}")
     experiment_id = "demo-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime(now / 1000))
-    pmml = (MODEL_DIR / card.get("pmml_file", "xgboost_model.pmml")).resolve()
-    definition = ExperimentDefinition.new(
-        id=experiment_id,
-        name="Show cat61 to the customers the model picks",
-        hypothesis="Showing the new category to customers with P(show) >= 0.5 raises conversion.",
-        owner="demo",
-        category="cat61",
-        model=ModelRef(str(pmml), card["model_version"], tuple(card["features"])),
-        threshold=0.5,
-        now_ms=now,
-    )
+
+    def model_ref(model_dir: Path, model_card: dict[str, Any]) -> ModelRef:
+        pmml = (model_dir / model_card.get("pmml_file", "xgboost_model.pmml")).resolve()
+        return ModelRef(str(pmml), model_card["model_version"], tuple(model_card["features"]))
+
+    common: dict[str, Any] = {
+        "id": experiment_id,
+        "name": "Show cat61 to the customers the model picks",
+        "owner": "demo",
+        "category": "cat61",
+        "model": model_ref(MODEL_DIR, card),
+        "threshold": THRESHOLD,
+        "now_ms": now,
+    }
+    if challenger is None:
+        definition = ExperimentDefinition.new(
+            hypothesis=f"Showing the new category to customers with P(show) >= {THRESHOLD} raises conversion.",
+            **common,
+        )
+        arms = "50/50 control/treatment"
+    else:
+        definition = ExperimentDefinition.new(
+            hypothesis="The champion model's picks raise conversion more than the challenger's.",
+            variants=(("control", 0.34), ("champion", 0.33), ("challenger", 0.33)),
+            arm_models={"challenger": ArmModel(model_ref(CHALLENGER_DIR, challenger), THRESHOLD)},
+            **common,
+        )
+        arms = f"control/champion/challenger 34/33/33, challenger model {challenger['model_version'][:12]}…"
     control_plane.create(settings.kafka, definition)
     launched = control_plane.apply_action(settings.kafka, experiment_id, "launch", now_ms=now + 1)
     console.print(
-        f"experiment: {experiment_id} v{launched.version} {launched.status}, 50/50 control/treatment, "
-        f"model {card['model_version'][:12]}…, threshold 0.5"
+        f"experiment: {experiment_id} v{launched.version} {launched.status}, {arms}, "
+        f"model {card['model_version'][:12]}…, threshold {THRESHOLD}"
     )
     return experiment_id
 
@@ -329,24 +393,42 @@ def _collect(console: Console, settings: Settings, experiment_id: str, result: S
     )
 
 
-def _report(console: Console, settings: Settings, experiment_id: str, result: SimulationResult) -> list[Path]:
+def _report(
+    console: Console, settings: Settings, experiment_id: str, result: SimulationResult, arms: int = 2
+) -> list[Path]:
+    """The report, the truth it should find, and (three arms) whether the arms are ranked as the truth ranks them."""
+    from experiment.results import truth
     from experiment.results.report import REPORTS_DIR, build_report, print_summary, write_report
     from experiment.results.store import ResultsStore
 
     with ResultsStore(settings.store_path, read_only=True) as store:
-        model = build_report(store, experiment_id)
-    lift = result.true_lift
-    notes = (
-        [f"[bold]true lift[/bold] (ground truth): {lift.abs_lift:+.4f} absolute, {lift.rel_lift:+.1%} relative"]
-        if lift is not None
-        else []
-    )
+        model = build_report(store, experiment_id, segments=list(DEMO_SEGMENTS) if arms == 3 else None)
+    notes: list[str] = []
+    for lift in result.true_lifts or ([result.true_lift] if result.true_lift is not None else []):
+        what = "" if arms == 2 else f" of {lift.arm} vs {lift.baseline}"
+        notes.append(
+            f"[bold]true lift{what}[/bold] (ground truth): {lift.abs_lift:+.4f} absolute, {lift.rel_lift:+.1%} relative"
+        )
+    if arms == 3:
+        reported, true = truth.reported_ranking(model), truth.true_ranking(result)
+        mark = "[green]same[/green]" if reported == true else "[yellow]differs[/yellow]"
+        notes.append(f"[bold]ranking[/bold]: measured {' > '.join(reported)}; ground truth {' > '.join(true)} ({mark})")
+    for kind, checks in (("arm", truth.arm_checks(model, result)), ("segment", truth.segment_checks(model, result))):
+        if checks:
+            missed = [check.what for check in checks if not check.covered]
+            notes.append(
+                f"[bold]{kind} intervals covering their true lift[/bold]: {len(checks) - len(missed)} of {len(checks)}"
+                + (f" (missed: {', '.join(missed)}; a 95% interval misses 1 time in 20)" if missed else "")
+            )
     print_summary(console, model, notes=notes)
     return [write_report(model, fmt, REPORTS_DIR / f"{experiment_id}.{fmt}") for fmt in ("html", "md", "json")]
 
 
-def run_demo(console: Console) -> None:
-    """Run the ten stages (see the module docstring); raises `AbflowError` on an expected failure."""
+def run_demo(console: Console, arms: int = 2) -> None:
+    """Run the ten stages (see the module docstring); raises `AbflowError` on an expected failure.
+
+    `arms=3` runs champion vs challenger: control, the champion model and a challenger model as arms.
+    """
     from experiment.runtime.config import load_settings
 
     began = time.monotonic()
@@ -357,10 +439,11 @@ def run_demo(console: Console) -> None:
         settings = _kafka(console, settings)
     with _stage(console, 3, "data"):
         _data(console)
-    with _stage(console, 4, "model"):
+    with _stage(console, 4, "model" if arms == 2 else "models: champion and challenger"):
         card = _model(console)
+        challenger = _challenger(console, card) if arms == 3 else None
     with _stage(console, 5, "experiment"):
-        experiment_id = _experiment(console, settings, card)
+        experiment_id = _experiment(console, settings, card, challenger)
     with _stage(console, 6, "Flink job"):
         _job(console, settings)
     with _stage(console, 7, "simulated traffic"):
@@ -368,7 +451,7 @@ def run_demo(console: Console) -> None:
     with _stage(console, 8, "collect results"):
         _collect(console, settings, experiment_id, result)
     with _stage(console, 9, "significance report"):
-        paths = _report(console, settings, experiment_id, result)
+        paths = _report(console, settings, experiment_id, result, arms)
         console.print("reports: " + ", ".join(str(p) for p in paths))
     with _stage(console, 10, "dashboard"):
         console.print(
@@ -381,18 +464,30 @@ def run_demo(console: Console) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: `python -m experiment.cli.demo`."""
+    import argparse
+
     from rich.console import Console
 
-    args = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(
+        prog="python -m experiment.cli.demo",
+        description="abflow end to end (stop the job with `abflow pipeline stop`).",
+    )
+    parser.add_argument(
+        "--arms",
+        type=int,
+        choices=(2, 3),
+        default=os.environ.get("ABFLOW_DEMO_ARMS", "2"),  # a string default goes through `type`
+        help="2: control vs the model's picks; 3: control, champion and challenger models",
+    )
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.arms not in (2, 3):
+        parser.error(f"ABFLOW_DEMO_ARMS must be 2 or 3. Got {args.arms}.")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # kafka-python warns whenever its I/O thread is starved for 0.1 s, which a busy 2-core demo machine does often.
     logging.getLogger("kafka").setLevel(logging.ERROR)
     console = Console()
     try:
-        if args:
-            console.print("usage: python -m experiment.cli.demo   (stop the job with `abflow pipeline stop`)")
-            return 2
-        run_demo(console)
+        run_demo(console, arms=args.arms)
     except AbflowError as error:
         console.print(f"[red]error:[/red] {error}")
         return error.exit_code

@@ -40,6 +40,17 @@ def summary_lines(result: SimulationResult) -> list[str]:
             f"relative {lift.rel_lift:+.2%}; revenue/user {lift.control_revenue_per_user:.3f} -> "
             f"{lift.treatment_revenue_per_user:.3f}"
         )
+    control = lifts[0].baseline if lifts else None
+    arms = [lift.arm for lift in lifts if lift.baseline == control]
+    for dimension, segments in result.true_segment_lifts.items():
+        # Each segment's lift of each model arm vs the control, in percentage points (the arm named when several).
+        parts = [
+            f"{value}{f' {lift.arm}' if len(arms) > 1 else ''} {lift.abs_lift * 100:+.2f}"
+            for value, segment_lifts in segments.items()
+            for lift in segment_lifts
+            if lift.baseline == control
+        ]
+        lines.append(f"TRUE segment lifts by {dimension} vs {control} (percentage points): " + ", ".join(parts))
     return lines
 
 

@@ -31,7 +31,17 @@ if TYPE_CHECKING:
 
     from experiment.core.view import ExperimentView
 
-__all__ = ["BatchScorer", "Population", "TrueLift", "build_population", "customer_ids", "true_lift", "true_lifts"]
+__all__ = [
+    "BatchScorer",
+    "Population",
+    "TrueLift",
+    "build_population",
+    "customer_ids",
+    "segment_labels",
+    "true_lift",
+    "true_lifts",
+    "true_segment_lifts",
+]
 
 _CATEGORY = re.compile(r"^cat([1-9]\d*)$")
 
@@ -307,3 +317,41 @@ def _pairs(population: Population) -> Iterable[tuple[str, str]]:
 def true_lifts(population: Population, mask: npt.NDArray[np.bool_] | None = None) -> list[TrueLift]:
     """The true lift of every model arm vs the control, and of each challenger vs each earlier model arm."""
     return [true_lift(population, mask, arm=arm, baseline=baseline) for arm, baseline in _pairs(population)]
+
+
+def segment_labels(population: Population) -> dict[str, list[str]]:
+    """Each customer's built-in segments, by dimension, exactly as the job records them at the first exposure.
+
+    Why the job's own function: the true lift of a segment must be over the customers the store puts in it. A
+    simulated customer sends the same features in every session and buys only after the first one, so the first
+    exposure's pre-period purchases are the sum of the purchase counts.
+    """
+    from experiment.core.segments import BUILTIN_SEGMENTS, segments_of
+
+    names = list(population.features.columns)
+    categories = [j for j, name in enumerate(names) if _CATEGORY.match(name)]
+    labels: dict[str, list[str]] = {dimension: [] for dimension in BUILTIN_SEGMENTS}
+    for row in population.features.to_numpy(dtype=np.float64):
+        found = segments_of(dict(zip(names, row.tolist(), strict=True)), int(row[categories].sum()))
+        for dimension, values in labels.items():
+            values.append(found[dimension])
+    return labels
+
+
+def true_segment_lifts(
+    population: Population, mask: npt.NDArray[np.bool_] | None = None
+) -> dict[str, dict[str, list[TrueLift]]]:
+    """`true_lifts` within every segment of every built-in dimension: dimension -> segment -> lifts.
+
+    A segment without a customer in the experiment's traffic (under `mask`) is left out.
+    """
+    keep = population.in_experiment if mask is None else population.in_experiment & mask
+    out: dict[str, dict[str, list[TrueLift]]] = {}
+    for dimension, labels in segment_labels(population).items():
+        column = np.asarray(labels, dtype=object)
+        out[dimension] = {
+            value: true_lifts(population, keep & (column == value))
+            for value in dict.fromkeys(labels)
+            if (keep & (column == value)).any()
+        }
+    return out

@@ -32,6 +32,7 @@ from experiment.simulation.population import (
     customer_ids,
     true_lift,
     true_lifts,
+    true_segment_lifts,
 )
 from experiment.simulation.traffic import (
     MALFORMED_KINDS,
@@ -67,6 +68,7 @@ __all__ = [
     "simulate",
     "true_lift",
     "true_lifts",
+    "true_segment_lifts",
 ]
 
 #: Where a message goes: (logical topic, key, value).
@@ -160,6 +162,8 @@ class SimulationResult:
     true_lift: TrueLift | None
     topics: dict[str, str] = field(default_factory=dict)
     true_lifts: list[TrueLift] = field(default_factory=list)
+    #: The same lifts within each segment of each built-in dimension (dimension -> segment -> lifts).
+    true_segment_lifts: dict[str, dict[str, list[TrueLift]]] = field(default_factory=dict)
 
     @property
     def achieved_rate(self) -> float:
@@ -171,6 +175,10 @@ class SimulationResult:
         out = asdict(self)
         out["true_lift"] = self.true_lift.as_dict() if self.true_lift else None
         out["true_lifts"] = [lift.as_dict() for lift in self.true_lifts]
+        out["true_segment_lifts"] = {
+            dimension: {value: [lift.as_dict() for lift in lifts] for value, lifts in segments.items()}
+            for dimension, segments in self.true_segment_lifts.items()
+        }
         out["achieved_rate"] = self.achieved_rate
         return out
 
@@ -211,6 +219,7 @@ def _summarise(
             conversions[v] = conversions.get(v, 0) + 1
     in_exp = exposed & population.in_experiment
     lifts = true_lifts(population, exposed) if in_exp.any() else []
+    segment_lifts = true_segment_lifts(population, exposed) if in_exp.any() else {}
     return SimulationResult(
         experiment_id=population.experiment_id,
         customers=int(exposed.sum()),
@@ -233,6 +242,7 @@ def _summarise(
         true_lift=lifts[0] if lifts else None,
         topics=dict(topics),
         true_lifts=lifts,
+        true_segment_lifts=segment_lifts,
     )
 
 

@@ -173,3 +173,51 @@ def test_two_arms_print_the_line_they_always_printed() -> None:
     assert result.true_lifts == [result.true_lift]
     (line,) = [line for line in summary_lines(result) if line.startswith("TRUE lift")]
     assert line.startswith("TRUE lift of the treatment policy (ground truth, 300 customers): conversion ")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The true lift by segment
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_segment_labels_are_the_jobs_segments_of_the_first_exposure(population) -> None:
+    from experiment.core.segments import segments_of
+    from experiment.simulation.population import segment_labels
+
+    labels = segment_labels(population)
+    rows = population.features.to_dict(orient="records")
+    for i in range(0, len(rows), 97):
+        purchases = int(sum(v for k, v in rows[i].items() if k.startswith("cat")))
+        expected = segments_of({k: float(v) for k, v in rows[i].items()}, purchases)
+        assert {dimension: labels[dimension][i] for dimension in labels} == expected
+    assert set(labels["gender"]) == {"woman", "man", "unstated"}
+    assert "25-34" in set(labels["age_band"])
+
+
+def test_true_segment_lifts_add_up_to_the_overall_lift(population) -> None:
+    """Means are linear: the customers-weighted segment lifts of a dimension equal the whole population's."""
+    from experiment.simulation.population import true_segment_lifts
+
+    overall = {(lift.arm, lift.baseline): lift for lift in true_lifts(population)}
+    by_segment = true_segment_lifts(population)
+    assert set(by_segment) == {"age_band", "gender", "customer_type", "history_tier"}
+    for dimension, segments in by_segment.items():
+        for key, lift in overall.items():
+            parts = [next(x for x in lifts if (x.arm, x.baseline) == key) for lifts in segments.values()]
+            assert sum(part.customers for part in parts) == lift.customers, dimension
+            weighted = sum(part.abs_lift * part.customers for part in parts) / lift.customers
+            assert weighted == pytest.approx(lift.abs_lift, abs=1e-12), (dimension, key)
+
+
+def test_the_known_heterogeneous_effect_shows_in_the_true_segment_lifts(population) -> None:
+    """The ground truth helps women aged 25-34 far more: their true lift exceeds every other age band's and gender's."""
+    from experiment.simulation.population import true_segment_lifts
+
+    lifts = true_segment_lifts(population)
+
+    def champion(dimension: str, value: str) -> float:
+        return next(x.abs_lift for x in lifts[dimension][value] if (x.arm, x.baseline) == ("champion", "control"))
+
+    young = champion("age_band", "25-34")
+    assert all(young > champion("age_band", band) + 0.02 for band in lifts["age_band"] if band != "25-34")
+    assert champion("gender", "woman") > champion("gender", "man") + 0.02
