@@ -7,12 +7,7 @@ Small N keeps it to a couple of minutes; unique topics, groups and transactional
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,60 +37,6 @@ SEED = 5
 # deterministic: with a random salt, a 95% interval misses the true lift in one run out of twenty (coverage itself is
 # checked by simulation in the statistics tests; this test checks that the pipeline measures exactly what was drawn).
 SALT = "e2e-salt"
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A quick model trained on generated data (60 categories: the job's session schema)."""
-    base = tmp_path_factory.mktemp("e2e-model")
-    runner = CliRunner()
-    data = runner.invoke(app, ["data", "generate", "--out", str(base / "data"), "--customers", "3000", "--seed", "7"])
-    assert data.exit_code == 0, data.output
-    train = runner.invoke(app, ["train", "--data", str(base / "data"), "--out", str(base / "model"), "--quick"])
-    assert train.exit_code == 0, train.output
-    return base
-
-
-@pytest.fixture
-def running_job(abflow_settings, model_dir: Path, tmp_path: Path) -> Iterator[int]:
-    """The decision job on a local MiniCluster in its own process (what `abflow pipeline run --detach` starts),
-    with this test's topics, consumer group, transactional ids and checkpoint directory."""
-    kafka = abflow_settings.kafka
-    with (tmp_path / "job.log").open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "flink_pipeline.job",
-                "--local",
-                "--bootstrap",
-                kafka.bootstrap_servers,
-                "--topic-prefix",
-                kafka.topic_prefix,
-                "--group-id",
-                f"{kafka.topic_prefix}job",
-                "--transactional-id-prefix",
-                f"{kafka.topic_prefix}tx",
-                "--reference-rows",
-                str(model_dir / "data"),
-                "--checkpoint-dir",
-                (tmp_path / "checkpoints").as_uri(),
-            ],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
-        yield process.pid
-    finally:
-        process.terminate()  # the job cancels itself on SIGTERM (aborting its open transaction)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
 
 
 def test_simulated_experiment_is_measured_correctly(abflow_settings, model_dir, running_job, tmp_path) -> None:

@@ -282,3 +282,25 @@ def test_the_job_writes_one_health_record_per_model_and_assigns_nobody_with_a_re
     session = events.Session("again", "c0", START_MS, dict.fromkeys(features, 0.0))
     again = [row for row in function._on_session(session) if row[0] == "p.health"]
     assert len(again) == 2
+
+
+def test_a_refused_challenger_model_is_reported_like_a_refused_experiment_model(tmp_path: Path) -> None:
+    """With a model per arm, any arm's refused model is the experiment's problem: the job then assigns nobody."""
+    from tests.helpers.arms_segments import CHALLENGER, CHAMPION, three_arm_definition
+
+    path = tmp_path / "results.duckdb"
+    fill_store(path, n_customers=300, seed=5, definition=three_arm_definition("arms-v1"))
+    with ResultsStore(path) as store:
+        assert build_report(store, "arms-v1").model_unusable is None
+        store.record_batch(
+            health=[
+                _health("model_ready", experiment_id="arms-v1", model_version=CHAMPION),
+                _health(experiment_id="arms-v1", model_version=CHALLENGER),
+            ]
+        )
+        notice = build_report(store, "arms-v1").model_unusable
+        assert notice is not None and CHALLENGER in notice.message
+        store.record_batch(
+            health=[_health("model_ready", experiment_id="arms-v1", model_version=CHALLENGER, ts=START_MS + 1)]
+        )
+        assert build_report(store, "arms-v1").model_unusable is None  # repaired
