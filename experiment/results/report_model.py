@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from experiment.core.definition import ExperimentDefinition, Metric
 from experiment.core.errors import ExperimentError
@@ -515,15 +515,7 @@ class SegmentStore(Protocol):
         ...
 
 
-def _segment_store(store: object) -> SegmentStore:
-    if not (callable(getattr(store, "segment_stats", None)) and callable(getattr(store, "segment_dimensions", None))):
-        raise ExperimentError(
-            "this results store cannot break results down by segment (it keeps no segment statistics)"
-        )
-    return cast(SegmentStore, store)
-
-
-def resolve_dimensions(store: object, experiment_id: str, requested: Sequence[str]) -> tuple[str, ...]:
+def resolve_dimensions(store: SegmentStore, experiment_id: str, requested: Sequence[str]) -> tuple[str, ...]:
     """The dimensions to report: `requested` in order without repeats, or every recorded one for `all`.
 
     Raises `ExperimentError` (one line naming the known dimensions) for a dimension the store does not hold.
@@ -531,7 +523,7 @@ def resolve_dimensions(store: object, experiment_id: str, requested: Sequence[st
     names = list(dict.fromkeys(n.strip() for n in requested if n.strip()))
     if not names:
         raise ExperimentError(f"no segment dimension given; name one or more dimensions, or '{ALL_SEGMENTS}'")
-    present = list(_segment_store(store).segment_dimensions(experiment_id))
+    present = list(store.segment_dimensions(experiment_id))
     if ALL_SEGMENTS in names:
         return tuple(present)
     unknown = [n for n in names if n not in present]
@@ -800,7 +792,7 @@ def segment_dimension(
 
 
 def build_segments(
-    store: object,
+    store: SegmentStore,
     definition: ExperimentDefinition,
     dimensions: Sequence[str],
     *,
@@ -808,7 +800,7 @@ def build_segments(
     alpha: float = 0.05,
 ) -> SegmentsSection:
     """The segments section: one `segment_stats` query per dimension (already resolved, see `resolve_dimensions`)."""
-    source = _segment_store(store)
+    source = store
     as_of_ms = to_epoch_ms(as_of)
     return SegmentsSection(
         metric=definition.primary_metric,
