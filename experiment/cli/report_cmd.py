@@ -94,9 +94,6 @@ def report(
             from rich.console import Console
 
             from experiment.results.report import REPORTS_DIR, build_report, print_summary, write_report
-            from experiment.stats.power import load_solver
-
-            load_solver()
         finally:
             prefetch.join()
         model = build_report(results, experiment, as_of=as_of_ms, alpha=alpha, segments=dimensions)

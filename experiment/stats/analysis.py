@@ -77,7 +77,7 @@ METHOD_NOTES = {
         "Holm (family-wise error) across arms for the primary metric and across all arms × metrics; "
         "Benjamini–Hochberg (false discovery rate) across all arms × metrics."
     ),
-    "power": "statsmodels NormalIndPower on Cohen's h (arcsine transform), 80 % power.",
+    "power": "z-test power on Cohen's h (arcsine transform), as statsmodels NormalIndPower, 80 % power.",
 }
 
 

@@ -195,3 +195,38 @@ def test_distribution_functions_equal_scipy_stats_exactly() -> None:
     x = np.linspace(1e-6, 1 - 1e-6, 101)
     for a, b in ((1.0, 1.0), (3.0, 900.0), (25_001.0, 224_000.0)):
         assert np.array_equal(_beta_logpdf(x, a, b), sps.beta.logpdf(x, a, b))
+
+
+def test_power_equals_statsmodels_normal_ind_power_on_a_grid() -> None:
+    """The conversion power functions compute what statsmodels' NormalIndPower computes, without importing it.
+
+    Sample sizes are equal exactly, power to 1e-12; the MDE solves the power equation to 1e-9 (statsmodels' own
+    solver stops earlier, so the two MDEs agree to 1e-3 relative, and ours is the closer solution).
+    """
+    import itertools
+    import math
+
+    from statsmodels.stats.power import NormalIndPower
+    from statsmodels.stats.proportion import proportion_effectsize
+
+    solver = NormalIndPower()
+    grid = itertools.product((0.01, 0.1, 0.3, 0.6), (0.02, 0.1, -0.2), (0.01, 0.05), (0.5, 0.8, 0.95), (0.5, 1.0, 2.0))
+    for p0, mde, alpha, power, ratio in grid:
+        h = abs(float(proportion_effectsize(p0 * (1 + mde), p0)))
+        n = float(solver.solve_power(effect_size=h, alpha=alpha, power=power, ratio=ratio))
+        ours = sample_size_proportions(p0, mde, alpha=alpha, power=power, ratio=ratio)
+        assert (ours.n_control, ours.n_treatment) == (math.ceil(n), math.ceil(n * ratio)), (p0, mde, alpha, power)
+        for n1, n2 in ((100, 100), (1_000, 2_000), (50_000, 49_000)):
+            expected = float(solver.power(effect_size=h, nobs1=n1, alpha=alpha, ratio=n2 / n1))
+            assert power_proportions(p0, mde, n1, n2, alpha=alpha).power == pytest.approx(expected, abs=1e-12)
+            found = mde_proportions(p0, n1, n2, alpha=alpha, power=power).mde_rel
+            if found is None:
+                continue
+            assert power_proportions(p0, found, n1, n2, alpha=alpha).power == pytest.approx(power, abs=1e-9)
+            h_ref = float(solver.solve_power(effect_size=None, nobs1=n1, alpha=alpha, power=power, ratio=n2 / n1))
+            reference = math.sin(math.asin(math.sqrt(p0)) + h_ref / 2) ** 2 / p0 - 1
+            assert found == pytest.approx(reference, rel=1e-3)
+            # and where they differ, ours is the one that solves the equation
+            theirs = power_proportions(p0, reference, n1, n2, alpha=alpha).power
+            assert theirs is not None
+            assert abs(power_proportions(p0, found, n1, n2, alpha=alpha).power - power) <= abs(theirs - power) + 1e-12
