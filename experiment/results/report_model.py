@@ -35,7 +35,7 @@ from experiment.stats.analysis import (
     compare_fixed,
 )
 from experiment.stats.cuped import CupedResult
-from experiment.stats.results import Interval, ProportionsResult, to_plain
+from experiment.stats.results import Comparison, Interval, ProportionsResult, to_plain
 from experiment.stats.sequential import DEFAULT_TUNING_USERS, compare_sequential
 from experiment.stats.srm import SrmResult
 from experiment.stats.sufficient import VariantStats
@@ -218,13 +218,7 @@ class MetricRow:
             method=c.method,
             control_value=c.control_value,
             treatment_value=c.treatment_value,
-            abs_diff=c.abs_diff,
-            abs_ci_lower=None if c.abs_ci is None else c.abs_ci.lower,
-            abs_ci_upper=None if c.abs_ci is None else c.abs_ci.upper,
-            rel_lift=c.rel_lift,
-            rel_ci_lower=None if c.rel_ci is None else c.rel_ci.lower,
-            rel_ci_upper=None if c.rel_ci is None else c.rel_ci.upper,
-            p_value=c.p_value,
+            **_estimates(c),
             p_value_holm=result.p_value_holm if fixed else None,
             p_value_bh=result.p_value_bh if fixed else None,
             variance_reduction=c.variance_reduction if isinstance(c, CupedResult) else None,
@@ -242,6 +236,19 @@ ALL_SEGMENTS = "all"
 def _joined(reasons: Mapping[str, Any]) -> str:
     """Reasons as one sortable, CSV-friendly string: `abs_diff=no_users_in_variant;p_value=...`."""
     return ";".join(f"{k}={v}" for k, v in sorted(reasons.items()))
+
+
+def _estimates(c: Comparison) -> dict[str, float | None]:
+    """A comparison's lift, intervals and p-value as the flat, nullable fields every table row of a report carries."""
+    return {
+        "abs_diff": c.abs_diff,
+        "abs_ci_lower": None if c.abs_ci is None else c.abs_ci.lower,
+        "abs_ci_upper": None if c.abs_ci is None else c.abs_ci.upper,
+        "rel_lift": c.rel_lift,
+        "rel_ci_lower": None if c.rel_ci is None else c.rel_ci.lower,
+        "rel_ci_upper": None if c.rel_ci is None else c.rel_ci.upper,
+        "p_value": c.p_value,
+    }
 
 
 def short_versions(versions: Sequence[str | None], minimum: int = 12) -> dict[str, str]:
@@ -415,13 +422,7 @@ def build_arms(
                 method=r.method,
                 baseline_value=r.control_value,
                 arm_value=r.treatment_value,
-                abs_diff=r.abs_diff,
-                abs_ci_lower=None if r.abs_ci is None else r.abs_ci.lower,
-                abs_ci_upper=None if r.abs_ci is None else r.abs_ci.upper,
-                rel_lift=r.rel_lift,
-                rel_ci_lower=None if r.rel_ci is None else r.rel_ci.lower,
-                rel_ci_upper=None if r.rel_ci is None else r.rel_ci.upper,
-                p_value=r.p_value,
+                **_estimates(r),
                 p_value_holm=c.p_value_holm,
                 significant_holm=c.significant_holm,
                 reasons=_joined({**r.reasons, **c.reasons}),
@@ -579,13 +580,7 @@ class SegmentRow:
             treatment_users=lift.treatment_users,
             control_value=c.control_value,
             treatment_value=c.treatment_value,
-            abs_diff=c.abs_diff,
-            abs_ci_lower=None if c.abs_ci is None else c.abs_ci.lower,
-            abs_ci_upper=None if c.abs_ci is None else c.abs_ci.upper,
-            rel_lift=c.rel_lift,
-            rel_ci_lower=None if c.rel_ci is None else c.rel_ci.lower,
-            rel_ci_upper=None if c.rel_ci is None else c.rel_ci.upper,
-            p_value=c.p_value,
+            **_estimates(c),
             p_value_bh=lift.p_value_bh,
             significant_bh=lift.significant_bh,
             reasons=_joined({**c.reasons, **lift.reasons}),
