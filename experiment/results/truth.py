@@ -58,21 +58,19 @@ def arm_checks(report: Report, result: SimulationResult) -> list[TruthCheck]:
             if truth is not None:
                 checks.append(TruthCheck(row.label, truth.abs_lift, row.abs_diff, row.abs_ci_lower, row.abs_ci_upper))
         return checks
-    for lift in _vs_control(result):
-        found = next((r for r in report.results if r.metric == "conversion" and r.arm in (lift.arm, "")), None)
-        if found is None and len(report.results) > 0:
-            found = next((r for r in report.results if r.metric == "conversion"), None)
-        if found is not None:
-            fixed, ci = found.fixed_horizon, found.fixed_horizon.abs_ci
-            checks.append(
-                TruthCheck(
-                    f"{found.arm} − {lift.baseline}",
-                    lift.abs_lift,
-                    fixed.abs_diff,
-                    None if ci is None else ci.lower,
-                    None if ci is None else ci.upper,
-                )
+    lifts = _vs_control(result)
+    found = next((r for r in report.results if r.metric == "conversion"), None)
+    if len(lifts) == 1 and found is not None:  # two arms: the report's one treatment-vs-control result
+        fixed, ci = found.fixed_horizon, found.fixed_horizon.abs_ci
+        checks.append(
+            TruthCheck(
+                f"{found.arm} − {lifts[0].baseline}",
+                lifts[0].abs_lift,
+                fixed.abs_diff,
+                None if ci is None else ci.lower,
+                None if ci is None else ci.upper,
             )
+        )
     return checks
 
 

@@ -4,19 +4,19 @@ path (`json.loads`, `record_batch`) stores, and skips and counts the same record
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench.bench_collect import _TP, _Record, job_output
+from bench.bench_collect import job_output
 from experiment.core.errors import DataValidationError
-from experiment.results.collector import Collector, CollectStats
+from experiment.results.collector import CollectStats
 from experiment.results.store import ResultsStore
-from experiment.runtime.config import KafkaSettings, load_settings
+from tests.helpers.collect_polls import collect_polls
 
 BIG = 2**63 - 1
+
 TABLES = ("experiments", "assignments", "outcomes", "dead_letters", "experiment_health")
 
 
@@ -165,22 +165,7 @@ EDGE: list[tuple[str, bytes | None]] = [
 
 
 def _collect(tmp_path: Path, name: str, polls: list[list[tuple[str, bytes | None]]], reference: bool) -> tuple:
-    settings = replace(load_settings(), kafka=KafkaSettings(topic_prefix="t."))
-    collector = Collector(settings, tmp_path / f"{name}.duckdb", reference=reference)
-    physical = {kind: topic for topic, kind in collector.topics.items()}
-    stats = CollectStats()
-    offsets: dict[str, int] = {}
-    for poll in polls:
-        batch: dict[Any, list[Any]] = {}
-        for kind, value in poll:
-            topic = physical[kind]
-            offsets[topic] = offsets.get(topic, -1) + 1
-            batch.setdefault(_TP(topic, 0), []).append(_Record(topic, 0, offsets[topic], value))
-        with collector._open_store() as store:
-            collector._store(store, batch, stats)
-    with ResultsStore(tmp_path / f"{name}.duckdb", read_only=True) as store:
-        rows = {t: store.con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in TABLES}
-    return rows, stats
+    return collect_polls(tmp_path, name, polls, reference=reference, tables=TABLES)
 
 
 def test_edge_records_store_the_same_rows_and_skips(tmp_path: Path) -> None:

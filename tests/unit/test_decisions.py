@@ -7,7 +7,7 @@ Arms are pinned by weights instead of by searching customer ids: weights (1, 0) 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from experiment.core.decisions import (
 )
 from experiment.core.events import Outcome, Session
 from experiment.core.view import ExperimentView
+from tests.helpers.fixed_model import Fixed
 
 CONTROL = (("control", 1.0), ("treatment", 0.0))
 TREATMENT = (("control", 0.0), ("treatment", 1.0))
@@ -56,18 +57,6 @@ def view(
         threshold=threshold, pmml_path="m.pmml", model_version="0" * 64, features=("age",),
         attribution_window_ms=window_ms,
     )  # fmt: skip
-
-
-class Fixed:
-    """A model giving every session the same score, counting its calls."""
-
-    def __init__(self, score: float) -> None:
-        self.score = score
-        self.calls = 0
-
-    def score_one(self, features: Mapping[str, float]) -> float:
-        self.calls += 1
-        return self.score
 
 
 def same(model: Fixed) -> Callable[[ExperimentView], ArmScorers | None]:

@@ -19,6 +19,7 @@ from experiment.core.decisions import Assigned, CustomerState, Skipped, arm_scor
 from experiment.core.definition import ArmModel, ExperimentDefinition, ModelRef
 from experiment.core.view import ArmSpec, ExperimentView, parse_definition
 from flink_pipeline.functions import DecideFunction, Topics, _Metrics
+from tests.helpers.fixed_model import Fixed
 from tests.helpers.null_metrics import NullMetricGroup
 
 NAMES = events.default_feature_names(3)
@@ -41,18 +42,6 @@ def definition(exp_id: str = "cc-1", **changes: Any) -> ExperimentDefinition:
 
 def running_view(exp_id: str = "cc-1", **changes: Any) -> ExperimentView:
     return parse_definition(definition(exp_id, **changes).to_json())
-
-
-class Fixed:
-    """A model giving every session the same score, counting its calls."""
-
-    def __init__(self, score: float) -> None:
-        self.score = score
-        self.calls = 0
-
-    def score_one(self, features: Mapping[str, float]) -> float:
-        self.calls += 1
-        return self.score
 
 
 def customer_in(view: ExperimentView, arm: str) -> str:

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench.bench_collect import _TP, _Record
 from experiment.core.errors import DataValidationError
-from experiment.results.collector import Collector, CollectStats
 from experiment.results.store import ResultsStore
-from experiment.runtime.config import KafkaSettings, load_settings
 from experiment.stats.sufficient import VariantStats, to_cents
+from tests.helpers.collect_polls import collect_polls
 from tests.helpers.fill_store import DAY_MS, START_MS, definition_dict
 
 EXP = "seg-v1"
@@ -57,26 +54,7 @@ def _outcome(event_id: str, customer: str, ts: int, revenue: float, converted: b
 
 
 def _collect(tmp_path: Path, name: str, polls: list[list[tuple[str, bytes | None]]], reference: bool) -> tuple:
-    """Run the collector's store step (fast or reference path) on in-memory polls; the rows stored and the stats."""
-    settings = replace(load_settings(), kafka=KafkaSettings(topic_prefix="t."))
-    collector = Collector(settings, tmp_path / f"{name}.duckdb", reference=reference)
-    physical = {kind: topic for topic, kind in collector.topics.items()}
-    stats = CollectStats()
-    offsets: dict[str, int] = {}
-    for poll in polls:
-        batch: dict[Any, list[Any]] = {}
-        for kind, value in poll:
-            topic = physical[kind]
-            offsets[topic] = offsets.get(topic, -1) + 1
-            batch.setdefault(_TP(topic, 0), []).append(_Record(topic, 0, offsets[topic], value))
-        with collector._open_store() as store:
-            collector._store(store, batch, stats)
-    with ResultsStore(tmp_path / f"{name}.duckdb", read_only=True) as store:
-        rows = {
-            table: store.con.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
-            for table in ("assignments", "first_exposures")
-        }
-    return rows, stats
+    return collect_polls(tmp_path, name, polls, reference=reference, tables=("assignments", "first_exposures"))
 
 
 # -- the record contract: what is stored, what is skipped ------------------------------------------------------------
