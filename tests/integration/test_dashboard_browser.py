@@ -209,17 +209,26 @@ def test_model_arms_and_segments_on_demand_in_chromium(tmp_path: Path) -> None:
         assert "Dimension" not in shown, "the segments must not load before the expander is opened"
         page.evaluate("[...document.querySelectorAll('summary')].find(s => s.innerText.includes('Segments')).click()")
         wait_for("Dimension")
-        # The dimension picker is the page's last select box (the sidebar's experiment picker is the first).
-        page.evaluate(
-            "(() => { const box = [...document.querySelectorAll('[data-testid=\"stSelectbox\"] input')].pop();"
-            " box.focus(); box.click(); })()"
-        )
-        page.call("Input.insertText", {"text": "age_band"})
-        for kind in ("keyDown", "keyUp"):
-            page.call(
-                "Input.dispatchKeyEvent", {"type": kind, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13}
+        # The dimension picker is the page's last select box (the sidebar's experiment picker is the first). Typed
+        # keys are lost while the freshly opened expander is still being drawn, so the pick is tried again until the
+        # page answers (at most 4 times, 15 s each).
+        for attempt in range(4):
+            page.evaluate(
+                "(() => { const box = [...document.querySelectorAll('[data-testid=\"stSelectbox\"] input')].pop();"
+                " box.focus(); box.click(); })()"
             )
-        shown = wait_for("across age_band (Q=")
+            page.call("Input.insertText", {"text": "age_band"})
+            for kind in ("keyDown", "keyUp"):
+                page.call(
+                    "Input.dispatchKeyEvent",
+                    {"type": kind, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13},
+                )
+            try:
+                shown = wait_for("across age_band (Q=", timeout=15.0)
+                break
+            except AssertionError:
+                if attempt == 3:
+                    raise
         assert "the lift of 'challenger'" in shown.lower() and "the lift of 'champion'" in shown.lower()
         assert "35-44" in wait_for("age_band: lift of conversion by segment")  # the forest plot's title and rows
         shot = page.call("Page.captureScreenshot", {"format": "png"})
